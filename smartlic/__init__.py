@@ -1,0 +1,1 @@
+"""smartlic: open, self-hostable Smart Licensing."""

@@ -1,0 +1,221 @@
+"""Deterministic CBOR (RFC 8949 §4.2.1) over cbor2, with a strict decoder for remote input.
+
+Encoding: cbor2 already writes the shortest form of every integer and length (§4.2.1, first
+two rules) and never writes indefinite lengths unless asked. What it does not do is the
+*bytewise lexicographic* order of map keys that §4.2.1 requires: its ``canonical=True`` uses
+the older length-first order of RFC 7049 §3.9, which differs for e.g. keys ``24`` and ``-1``.
+So :func:`encode` orders every map itself and lets cbor2 write the result as-is.
+
+Decoding: the fast path is cbor2's C decoder followed by re-encoding the value and comparing
+bytes. Equal bytes prove the input was deterministic: minimal heads, definite lengths, sorted
+unique keys, no trailing bytes. Only when they differ (or cbor2 refuses the input) do we walk
+the bytes in Python to say precisely *which* rule was broken, so honest traffic pays a few
+microseconds and bad input gets a specific error code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import cbor2
+
+from smartlic.protocol.errors import ErrorCode, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+MAX_MESSAGE_BYTES: Final = 4096
+"""Largest message either side accepts; a 3-tag usage report is under 200 bytes."""
+
+MAX_DEPTH: Final = 6
+"""Deepest container nesting in any smartlic structure (envelope or payload) is 3."""
+
+_MAJOR_UINT, _MAJOR_NINT, _MAJOR_BSTR, _MAJOR_TSTR = 0, 1, 2, 3
+_MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 4, 5, 6, 7
+_COSE_SIGN1_TAG: Final = 18
+_ALLOWED_SIMPLE: Final = frozenset({20, 21, 22})  # false, true, null
+_INDEFINITE: Final = 31
+
+
+def encode(value: Any) -> bytes:
+    """Encode ``value`` deterministically (RFC 8949 §4.2.1)."""
+    return cbor2.dumps(_ordered(value))
+
+
+def _ordered(value: Any) -> Any:
+    if isinstance(value, dict | cbor2.FrozenDict):
+        items = [(cbor2.dumps(_ordered(k)), k, _ordered(v)) for k, v in value.items()]
+        items.sort(key=lambda item: item[0])
+        return {k: v for _, k, v in items}
+    if isinstance(value, list | tuple):
+        return [_ordered(item) for item in value]
+    if isinstance(value, cbor2.CBORTag):
+        return cbor2.CBORTag(value.tag, _ordered(value.value))
+    return value
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+    """Decode one deterministically encoded CBOR item, or raise :class:`RemoteProtocolError`.
+
+    Nothing but :class:`RemoteProtocolError` escapes, whatever ``data`` holds.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise RemoteProtocolError(ErrorCode.WRONG_TYPE, "CBOR input must be bytes")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise RemoteProtocolError(
+            ErrorCode.OVERSIZE, f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit"
+        )
+    if not data:
+        raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, "empty input")
+    try:
+        value = cbor2.loads(data, max_depth=max_depth)
+    except Exception as exc:  # noqa: BLE001 -- the decoder's contract: any failure becomes ours
+        diagnose(data, max_depth=max_depth)
+        raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, f"malformed CBOR: {exc}") from None
+    try:
+        canonical = encode(value)
+    except Exception:  # noqa: BLE001 -- a value cbor2 cannot re-encode is not deterministic CBOR
+        canonical = b""
+    if canonical != data:
+        diagnose(data, max_depth=max_depth)
+        raise RemoteProtocolError(
+            ErrorCode.NOT_DETERMINISTIC, "CBOR is not in deterministic encoding (RFC 8949 §4.2.1)"
+        )
+    return value
+
+
+def diagnose(data: bytes, *, max_depth: int = MAX_DEPTH) -> None:
+    """Walk ``data`` and raise the :class:`RemoteProtocolError` naming the first rule it breaks.
+
+    Returns normally when it finds nothing wrong; the caller then decides what to raise.
+    """
+    walker = _Walker(data, max_depth)
+    walker.item(depth=0, top=True)
+    if walker.pos != len(data):
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED_CBOR, f"{len(data) - walker.pos} trailing bytes after the CBOR item"
+        )
+
+
+class _Walker:
+    """A byte-level CBOR reader that checks every §4.2.1 rule as it goes."""
+
+    __slots__ = ("data", "max_depth", "pos")
+
+    def __init__(self, data: bytes, max_depth: int) -> None:
+        self.data = data
+        self.pos = 0
+        self.max_depth = max_depth
+
+    def _take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, "truncated CBOR input")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def _head(self) -> tuple[int, int, int]:
+        """Read an initial byte and its argument; return (major, info, argument)."""
+        start = self.pos
+        initial = self._take(1)[0]
+        major, info = initial >> 5, initial & 0x1F
+        if info < 24:
+            return major, info, info
+        if info in (24, 25, 26, 27):
+            size = 1 << (info - 24)
+            argument = int.from_bytes(self._take(size), "big")
+            if major == _MAJOR_SIMPLE:
+                return major, info, argument
+            smallest = 24 if size == 1 else 1 << (8 * (size // 2))
+            if argument < smallest:
+                raise RemoteProtocolError(
+                    ErrorCode.NOT_DETERMINISTIC,
+                    f"non-minimal integer or length encoding at byte {start} (RFC 8949 §4.2.1)",
+                )
+            return major, info, argument
+        if info == _INDEFINITE:
+            if major in (_MAJOR_UINT, _MAJOR_NINT, _MAJOR_TAG):
+                raise RemoteProtocolError(
+                    ErrorCode.MALFORMED_CBOR, f"invalid additional information at byte {start}"
+                )
+            if major == _MAJOR_SIMPLE:
+                raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, f"unexpected break at {start}")
+            raise RemoteProtocolError(
+                ErrorCode.INDEFINITE_LENGTH,
+                f"indefinite-length item at byte {start} (RFC 8949 §4.2.1 forbids them)",
+            )
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED_CBOR, f"reserved additional information at byte {start}"
+        )
+
+    def item(self, *, depth: int, top: bool = False) -> None:  # noqa: C901 -- one branch per CBOR major type
+        start = self.pos
+        major, info, argument = self._head()
+        if major in (_MAJOR_UINT, _MAJOR_NINT):
+            return
+        if major == _MAJOR_BSTR:
+            self._take(argument)
+            return
+        if major == _MAJOR_TSTR:
+            try:
+                self._take(argument).decode("utf-8")
+            except UnicodeDecodeError:
+                raise RemoteProtocolError(
+                    ErrorCode.MALFORMED_CBOR, f"text string at byte {start} is not UTF-8"
+                ) from None
+            return
+        if major in (_MAJOR_ARRAY, _MAJOR_MAP):
+            if depth + 1 > self.max_depth:
+                raise RemoteProtocolError(
+                    ErrorCode.TOO_DEEP, f"nesting deeper than {self.max_depth} levels"
+                )
+            if major == _MAJOR_ARRAY:
+                for _ in range(argument):
+                    self.item(depth=depth + 1)
+                return
+            self._map_entries(argument, depth=depth + 1)
+            return
+        if major == _MAJOR_TAG:
+            if not (top and argument == _COSE_SIGN1_TAG):
+                raise RemoteProtocolError(
+                    ErrorCode.UNSUPPORTED_CBOR, f"CBOR tag {argument} is not allowed here"
+                )
+            self.item(depth=depth)
+            return
+        if info in (25, 26, 27):
+            raise RemoteProtocolError(
+                ErrorCode.UNSUPPORTED_CBOR, f"floating-point value at byte {start} is not allowed"
+            )
+        if argument not in _ALLOWED_SIMPLE or info == 24:
+            raise RemoteProtocolError(
+                ErrorCode.UNSUPPORTED_CBOR, f"simple value {argument} at byte {start} not allowed"
+            )
+
+    def _map_entries(self, count: int, *, depth: int) -> None:
+        seen: set[bytes] = set()
+        previous = b""
+        for index in range(count):
+            key_start = self.pos
+            self.item(depth=depth)
+            key = self.data[key_start : self.pos]
+            if key in seen:
+                raise RemoteProtocolError(
+                    ErrorCode.DUPLICATE_KEY, f"duplicate map key at byte {key_start}"
+                )
+            if index and key < previous:
+                raise RemoteProtocolError(
+                    ErrorCode.NOT_DETERMINISTIC,
+                    f"map keys not in bytewise order at byte {key_start} (RFC 8949 §4.2.1)",
+                )
+            seen.add(key)
+            previous = key
+            self.item(depth=depth)
+
+
+def as_map(value: Any, what: str) -> Mapping[Any, Any]:
+    """``value`` if it is a CBOR map, else a WRONG_TYPE error naming ``what``."""
+    if not isinstance(value, dict):
+        raise RemoteProtocolError(ErrorCode.WRONG_TYPE, f"{what} must be a CBOR map")
+    return value

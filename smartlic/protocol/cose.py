@@ -1,0 +1,201 @@
+"""COSE_Sign1 (RFC 9052 §4.2, §4.4) with Ed25519 and ES256, over cbor2 and cryptography.
+
+Profile (stricter than RFC 9052 where the RFC leaves room, each choice with its reason):
+
+* ``alg`` is read **only** from the protected bucket. RFC 9052 §3.1 says it MUST be
+  authenticated where possible, and with Sign1 it always is possible; a message carrying
+  ``alg`` only unprotected is refused (the COSE WG vector ``sign-pass-01`` is such a message).
+* A label may not appear in both buckets (RFC 9052 §3: "MUST NOT").
+* ``crit`` (label 2) must be protected and may only name labels we process (RFC 9052 §3.1).
+* Payloads are embedded; detached content is refused (smartlic never detaches).
+* The envelope and its protected header must be deterministic CBOR (RFC 8949 §4.2.1), as
+  everything smartlic reads is; the signature is still checked over the protected bytes
+  exactly as received (RFC 9052 §4.4), never over a re-encoding.
+* Ed25519 is emitted as the fully-specified ``-19`` (RFC 9864 §2.2) and accepted as ``-19``
+  or the polymorphic ``-8`` (EdDSA, RFC 9053 §2.2) when the key is Ed25519; ES256 is ``-7``.
+* Both tagged (tag 18) and untagged Sign1 are accepted (RFC 9052 §2: the application may know
+  the type from context); smartlic always emits the tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Final
+
+import cbor2
+
+from smartlic.protocol import cbor
+from smartlic.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from smartlic.protocol.keys import KeyType, SigningKey, VerifyingKey
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+COSE_SIGN1_TAG: Final = 18
+HEADER_ALG: Final = 1
+HEADER_CRIT: Final = 2
+HEADER_CONTENT_TYPE: Final = 3
+HEADER_KID: Final = 4
+_UNDERSTOOD_LABELS: Final = frozenset({HEADER_ALG, HEADER_CRIT, HEADER_CONTENT_TYPE, HEADER_KID})
+_SIGN1_CONTEXT: Final = "Signature1"
+
+
+class Algorithm(IntEnum):
+    """COSE algorithm identifiers (IANA "COSE Algorithms" registry)."""
+
+    ES256 = -7
+    EDDSA = -8
+    ED25519 = -19
+
+    @property
+    def key_type(self) -> KeyType:
+        return KeyType.P256 if self is Algorithm.ES256 else KeyType.ED25519
+
+
+def algorithm_for(key_type: KeyType) -> Algorithm:
+    """The algorithm smartlic emits for a key type."""
+    return Algorithm.ES256 if key_type is KeyType.P256 else Algorithm.ED25519
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sign1:
+    """A parsed, not yet verified, COSE_Sign1."""
+
+    protected: bytes
+    """The protected header bucket exactly as received: what the signature covers."""
+    protected_header: Mapping[Any, Any]
+    unprotected_header: Mapping[Any, Any]
+    payload: bytes
+    signature: bytes
+    algorithm: Algorithm
+    kid: bytes | None
+
+    def to_be_signed(self, external_aad: bytes = b"") -> bytes:
+        return sig_structure(self.protected, self.payload, external_aad)
+
+    def verify(self, key: VerifyingKey, *, external_aad: bytes = b"") -> None:
+        """Return if ``key`` signed this message (with ``external_aad``); else raise."""
+        if self.algorithm.key_type is not key.key_type:
+            raise RemoteProtocolError(
+                ErrorCode.KEY_MISMATCH,
+                f"algorithm {self.algorithm.name} does not fit a {key.key_type.value} key",
+            )
+        if not key.verify(self.signature, self.to_be_signed(external_aad)):
+            raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, "signature does not verify")
+
+
+def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
+    """The ``Sig_structure`` of RFC 9052 §4.4 for COSE_Sign1: what is actually signed."""
+    return cbor2.dumps([_SIGN1_CONTEXT, protected, external_aad, payload])
+
+
+def sign1(
+    payload: bytes,
+    key: SigningKey,
+    *,
+    kid: bytes | None = None,
+    external_aad: bytes = b"",
+) -> bytes:
+    """Sign ``payload`` into a tagged COSE_Sign1; ``kid`` defaults to the key's own."""
+    if not isinstance(payload, bytes):
+        raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "payload must be bytes")
+    algorithm = algorithm_for(key.key_type)
+    protected = cbor.encode({HEADER_ALG: int(algorithm)})
+    unprotected = {HEADER_KID: key.public.kid if kid is None else kid}
+    signature = key.sign(sig_structure(protected, payload, external_aad))
+    return cbor.encode(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, unprotected, payload, signature]))
+
+
+def parse_sign1(data: bytes, *, max_bytes: int = cbor.MAX_MESSAGE_BYTES) -> Sign1:
+    """Parse a COSE_Sign1 without verifying it; anything malformed is a RemoteProtocolError."""
+    value = cbor.decode(data, max_bytes=max_bytes)
+    if isinstance(value, cbor2.CBORTag):
+        if value.tag != COSE_SIGN1_TAG:
+            raise RemoteProtocolError(
+                ErrorCode.NOT_COSE_SIGN1, f"CBOR tag {value.tag} is not COSE_Sign1 (18)"
+            )
+        value = value.value
+    if not isinstance(value, list) or len(value) != 4:
+        raise RemoteProtocolError(ErrorCode.NOT_COSE_SIGN1, "COSE_Sign1 is an array of 4 items")
+    protected, unprotected, payload, signature = value
+    if not isinstance(protected, bytes):
+        raise RemoteProtocolError(ErrorCode.BAD_HEADER, "protected header must be a byte string")
+    if not isinstance(unprotected, dict):
+        raise RemoteProtocolError(ErrorCode.BAD_HEADER, "unprotected header must be a map")
+    if payload is None:
+        raise RemoteProtocolError(ErrorCode.DETACHED_PAYLOAD, "detached payloads are not accepted")
+    if not isinstance(payload, bytes):
+        raise RemoteProtocolError(ErrorCode.NOT_COSE_SIGN1, "payload must be a byte string")
+    if not isinstance(signature, bytes):
+        raise RemoteProtocolError(ErrorCode.NOT_COSE_SIGN1, "signature must be a byte string")
+    protected_header = _protected_map(protected)
+    _check_buckets(protected_header, unprotected)
+    return Sign1(
+        protected=protected,
+        protected_header=protected_header,
+        unprotected_header=unprotected,
+        payload=payload,
+        signature=signature,
+        algorithm=_algorithm(protected_header, unprotected),
+        kid=_kid(protected_header, unprotected),
+    )
+
+
+def _protected_map(protected: bytes) -> Mapping[Any, Any]:
+    # RFC 9052 §3: an empty protected bucket is the zero-length string; "a0" is tolerated.
+    if not protected:
+        return {}
+    header = cbor.decode(protected)
+    if not isinstance(header, dict):
+        raise RemoteProtocolError(ErrorCode.BAD_HEADER, "protected header must encode a map")
+    return header
+
+
+def _check_buckets(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> None:
+    for label in (*protected, *unprotected):
+        if not isinstance(label, int | str) or isinstance(label, bool):
+            raise RemoteProtocolError(ErrorCode.BAD_HEADER, "header labels are integers or text")
+    both = protected.keys() & unprotected.keys()
+    if both:
+        raise RemoteProtocolError(
+            ErrorCode.BAD_HEADER, f"header labels {sorted(map(str, both))} in both buckets"
+        )
+    if HEADER_CRIT in unprotected:
+        raise RemoteProtocolError(ErrorCode.BAD_HEADER, "crit must be in the protected header")
+    crit = protected.get(HEADER_CRIT)
+    if crit is not None:
+        if not isinstance(crit, list) or not crit:
+            raise RemoteProtocolError(ErrorCode.BAD_HEADER, "crit must be a non-empty array")
+        unknown = [label for label in crit if label not in _UNDERSTOOD_LABELS]
+        if unknown:
+            raise RemoteProtocolError(
+                ErrorCode.UNKNOWN_CRITICAL_HEADER,
+                f"critical header labels not understood: {unknown}",
+            )
+
+
+def _algorithm(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> Algorithm:
+    if HEADER_ALG not in protected:
+        if HEADER_ALG in unprotected:
+            raise RemoteProtocolError(
+                ErrorCode.ALG_NOT_PROTECTED,
+                "alg must be in the protected header (RFC 9052 §3.1: it MUST be authenticated)",
+            )
+        raise RemoteProtocolError(ErrorCode.BAD_HEADER, "no alg header")
+    alg = protected[HEADER_ALG]
+    if type(alg) is not int:
+        raise RemoteProtocolError(ErrorCode.UNSUPPORTED_ALGORITHM, f"unsupported alg {alg!r}")
+    try:
+        return Algorithm(alg)
+    except ValueError:
+        raise RemoteProtocolError(
+            ErrorCode.UNSUPPORTED_ALGORITHM, f"unsupported alg {alg} (accepted: -19, -8, -7)"
+        ) from None
+
+
+def _kid(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> bytes | None:
+    kid = protected.get(HEADER_KID, unprotected.get(HEADER_KID))
+    if kid is not None and not isinstance(kid, bytes):
+        raise RemoteProtocolError(ErrorCode.BAD_HEADER, "kid must be a byte string")
+    return kid

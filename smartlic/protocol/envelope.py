@@ -1,0 +1,71 @@
+"""Signed messages: a payload in a COSE_Sign1 bound to the device it concerns.
+
+Every smartlic message is signed with the device id as external AAD (RFC 9052 §4.3), in both
+directions. That binds the signature to the device: a report re-published on another device's
+topic, or a notice forwarded to another device, fails verification even with the right key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from smartlic.protocol.codec import decode_payload, encode_payload
+from smartlic.protocol.cose import Sign1, parse_sign1, sign1
+from smartlic.protocol.errors import ErrorCode, RemoteProtocolError
+from smartlic.protocol.messages import Message, RegistrationRequest
+
+if TYPE_CHECKING:
+    from smartlic.protocol.keys import SigningKey, VerifyingKey
+
+_AAD_CONTEXT = b"smartlic/1 device "
+
+
+def device_aad(device_id: str) -> bytes:
+    """The external AAD that binds a signature to ``device_id``."""
+    return _AAD_CONTEXT + device_id.encode("ascii")
+
+
+def seal(message: Message, key: SigningKey) -> bytes:
+    """Encode and sign ``message`` (bound to its device) into COSE_Sign1 bytes."""
+    return sign1(encode_payload(message), key, external_aad=device_aad(message.device_id))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Opened:
+    """A decoded message whose signature has not been checked yet.
+
+    The receiver looks up the key from ``message.device_id`` (collector) or its pinned
+    collector key (device), then calls :meth:`verify`; until then, trust nothing in it.
+    """
+
+    envelope: Sign1
+    message: Message
+
+    def verify(self, key: VerifyingKey) -> None:
+        """Raise :class:`RemoteProtocolError` unless ``key`` signed this message for its device."""
+        if self.envelope.kid is not None and self.envelope.kid != key.kid:
+            raise RemoteProtocolError(
+                ErrorCode.BAD_SIGNATURE, "kid does not name the expected signer"
+            )
+        self.envelope.verify(key, external_aad=device_aad(self.message.device_id))
+
+    def verify_proof_of_possession(self) -> None:
+        """For a registration request: the new key must have signed the request itself."""
+        if not isinstance(self.message, RegistrationRequest):
+            raise RemoteProtocolError(
+                ErrorCode.UNKNOWN_MESSAGE_TYPE, "only registration requests carry their own key"
+            )
+        try:
+            self.verify(self.message.verifying_key)
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(
+                ErrorCode.PROOF_OF_POSSESSION,
+                f"the request is not signed by the key it registers ({exc.message})",
+            ) from None
+
+
+def open_message(data: bytes) -> Opened:
+    """Parse COSE_Sign1 bytes and decode the payload, without verifying anything yet."""
+    envelope = parse_sign1(data)
+    return Opened(envelope=envelope, message=decode_payload(envelope.payload))
