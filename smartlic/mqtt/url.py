@@ -1,0 +1,75 @@
+"""Broker addresses: ``mqtt://[user[:password]@]host[:port]`` and ``mqtts://...`` for TLS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+DEFAULT_PORT: Final = 1883
+DEFAULT_TLS_PORT: Final = 8883
+
+
+class BrokerUrlError(ValueError):
+    """A broker URL or TLS setting that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsSettings:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise BrokerUrlError("a TLS client certificate needs both cert_file and key_file")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: TlsSettings | None = None
+
+    def __str__(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+def parse_broker_url(
+    url: str,
+    *,
+    tls: TlsSettings | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> BrokerAddress:
+    """Read a broker URL; explicit ``username``/``password`` override those in the URL."""
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise BrokerUrlError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise BrokerUrlError(f"broker URL {url!r} has no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise BrokerUrlError(f"broker URL {url!r}: only scheme, user, host and port are allowed")
+    secure = parts.scheme in ("mqtts", "ssl") or tls is not None
+    try:
+        port = parts.port or (DEFAULT_TLS_PORT if secure else DEFAULT_PORT)
+    except ValueError as exc:
+        raise BrokerUrlError(f"broker URL {url!r}: {exc}") from None
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port,
+        username=username if username is not None else _unquoted(parts.username),
+        password=password if password is not None else _unquoted(parts.password),
+        tls=(tls or TlsSettings()) if secure else None,
+    )
+
+
+def _unquoted(value: str | None) -> str | None:
+    return unquote(value) if value else None
