@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Final
 import cbor2
 
 from smartlic.protocol import cbor
-from smartlic.protocol.cose import Algorithm
+from smartlic.protocol.cose import Algorithm, algorithm_for
 from smartlic.protocol.errors import ErrorCode, LocalProtocolError, as_remote
 from smartlic.protocol.identity import Udi
+from smartlic.protocol.keys import VerifyingKey
 from smartlic.protocol.messages import (
     PROTOCOL_VERSION,
     Authorization,
@@ -64,6 +65,7 @@ class Key(IntEnum):
     VIRTUAL_ACCOUNT = 20
     REPORT_INTERVAL = 21
     ALGORITHM = 22
+    COLLECTOR_KEY = 23
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ LAYOUTS: Final[Mapping[MessageType, tuple[type[Message], tuple[_Field, ...]]]] =
             _f(Key.SMART_ACCOUNT),
             _f(Key.VIRTUAL_ACCOUNT),
             _f(Key.REPORT_INTERVAL),
+            _f(Key.COLLECTOR_KEY),
         ),
     ),
     MessageType.USAGE_REPORT: (
@@ -135,6 +138,7 @@ LAYOUTS: Final[Mapping[MessageType, tuple[type[Message], tuple[_Field, ...]]]] =
             _f(Key.IN_REPLY_TO, optional=True),
             _f(Key.CODE),
             _f(Key.MESSAGE),
+            _f(Key.COLLECTOR_KEY, optional=True),
         ),
     ),
     MessageType.DEREGISTRATION_REQUEST: (
@@ -186,6 +190,17 @@ def _tags_in(value: Any) -> dict[str, TagCompliance]:
     return result
 
 
+def _key_out(key: VerifyingKey) -> list[Any]:
+    return [int(algorithm_for(key.key_type)), key.raw]
+
+
+def _key_in(value: Any) -> VerifyingKey:
+    if not isinstance(value, list) or len(value) != 2 or not isinstance(value[1], bytes):
+        raise LocalProtocolError(ErrorCode.WRONG_TYPE, "a key is [algorithm, public key bytes]")
+    algorithm = _enum_in(Algorithm, "algorithm")(value[0])
+    return VerifyingKey.from_raw(algorithm.key_type, value[1])
+
+
 def _enum_in(enum: type[IntEnum], what: str) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         if type(value) is not int:
@@ -204,12 +219,14 @@ _TO_WIRE: Final[Mapping[Key, Callable[[Any], Any]]] = {
     Key.ALGORITHM: int,
     Key.CODE: int,
     Key.COUNTS: dict,
+    Key.COLLECTOR_KEY: _key_out,
 }
 _FROM_WIRE: Final[Mapping[Key, Callable[[Any], Any]]] = {
     Key.UDI: _udi_in,
     Key.TAGS: _tags_in,
     Key.ALGORITHM: _enum_in(Algorithm, "algorithm"),
     Key.CODE: _enum_in(ErrorCode, "error code"),
+    Key.COLLECTOR_KEY: _key_in,
 }
 
 

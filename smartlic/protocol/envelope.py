@@ -7,16 +7,18 @@ topic, or a notice forwarded to another device, fails verification even with the
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from smartlic.protocol.codec import decode_payload, encode_payload
 from smartlic.protocol.cose import Sign1, parse_sign1, sign1
 from smartlic.protocol.errors import ErrorCode, RemoteProtocolError
+from smartlic.protocol.keys import VerifyingKey
 from smartlic.protocol.messages import Message, RegistrationRequest
 
 if TYPE_CHECKING:
-    from smartlic.protocol.keys import SigningKey, VerifyingKey
+    from smartlic.protocol.keys import SigningKey
 
 _AAD_CONTEXT = b"smartlic/1 device "
 
@@ -49,6 +51,23 @@ class Opened:
                 ErrorCode.BAD_SIGNATURE, "kid does not name the expected signer"
             )
         self.envelope.verify(key, external_aad=device_aad(self.message.device_id))
+
+    def verify_first_reply(self, fingerprint: bytes) -> VerifyingKey:
+        """Verify a reply by a collector known only by ``fingerprint``; return its key to pin.
+
+        A new device has only the fingerprint from its registration token; the collector's
+        answer to a registration carries the key itself, which must hash to that fingerprint.
+        """
+        key = getattr(self.message, "collector_key", None)
+        if not isinstance(key, VerifyingKey):
+            raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, "the reply carries no collector key")
+        if not hmac.compare_digest(key.fingerprint, fingerprint):
+            raise RemoteProtocolError(
+                ErrorCode.BAD_SIGNATURE,
+                "the reply's collector key does not match the registration token's fingerprint",
+            )
+        self.verify(key)
+        return key
 
     def verify_proof_of_possession(self) -> None:
         """For a registration request: the new key must have signed the request itself."""

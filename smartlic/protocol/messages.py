@@ -73,6 +73,11 @@ def _device(message: object) -> None:
     check_device_id(getattr(message, "device_id", None))
 
 
+def _collector_key(value: object) -> None:
+    if not isinstance(value, VerifyingKey):
+        raise LocalProtocolError(ErrorCode.WRONG_TYPE, "collector_key must be a VerifyingKey")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegistrationRequest:
     """A device asks to join the virtual account its token names.
@@ -123,6 +128,8 @@ class RegistrationResult:
     smart_account: str
     virtual_account: str
     report_interval: int
+    collector_key: VerifyingKey
+    """The collector's public key; the device checks it against its token's fingerprint."""
     message_type: MessageType = field(default=MessageType.REGISTRATION_RESULT, init=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +140,7 @@ class RegistrationResult:
         fields.name("smart_account", self.smart_account)
         fields.name("virtual_account", self.virtual_account)
         fields.uint("report_interval", self.report_interval, low=1, high=fields.PERIOD_MAX)
+        _collector_key(self.collector_key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,6 +253,8 @@ class ErrorNotice:
     """A report's ``seq``, a request's ``request_id``, or ``None``."""
     code: ErrorCode
     message: str
+    collector_key: VerifyingKey | None = None
+    """Set when refusing a registration, so a device without a pinned key can verify it."""
     message_type: MessageType = field(default=MessageType.ERROR_NOTICE, init=False)
 
     def __post_init__(self) -> None:
@@ -258,6 +268,8 @@ class ErrorNotice:
         if not isinstance(self.code, ErrorCode):
             raise LocalProtocolError(ErrorCode.WRONG_TYPE, "code must be an ErrorCode")
         fields.text("message", self.message, low=1)
+        if self.collector_key is not None:
+            _collector_key(self.collector_key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
