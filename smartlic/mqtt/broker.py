@@ -126,7 +126,7 @@ connection_messages false
             [self.binary, "-c", str(self.config_file)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         if not wait_for_port(self.port, START_TIMEOUT):
             self.kill()

@@ -1,0 +1,456 @@
+"""paho-mqtt driven from asyncio, after aiomqtt 2.5, with what smartlic needs on top.
+
+paho's own ``loop_start()`` runs a thread per client around ``select()``, which cannot watch
+more than ~1,000 sockets. Instead, paho's socket callbacks (``on_socket_open``,
+``on_socket_register_write``, ...) register each socket with the running asyncio loop
+(``add_reader``/``add_writer`` → ``loop_read``/``loop_write``), and one shared ticker calls
+``loop_misc`` (keep-alive pings) for every client once a second. One process then holds
+thousands of connections on one epoll loop without threads.
+
+What aiomqtt 2.5 does not offer and smartlic needs:
+
+* **manual acknowledgement** (paho ``manual_ack``): the collector acks a message only after
+  its decision is committed (SPEC §5);
+* **read pausing**: :meth:`AsyncMqttClient.pause_reading` stops reading the socket, which
+  pushes back on the broker through TCP instead of buffering without bound;
+* **a bounded publish window**: paho keys queued QoS 1 messages by a 16-bit packet id, so more
+  than 65,535 unacknowledged messages overwrite each other; :meth:`AsyncMqttClient.publish`
+  waits for room below ``max_pending`` instead;
+* **reconnection** with exponential backoff and jitter that resumes the persistent session
+  (:meth:`AsyncMqttClient.run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable, Iterable
+
+    from smartlic.mqtt.url import BrokerAddress
+
+ProtocolName = Literal["5", "3.1.1"]
+SESSION_EXPIRY_NEVER: Final = 0xFFFFFFFF
+_CONNECT_THREADS: Final = 8
+_MISC_INTERVAL: Final = 1.0
+
+
+class MqttError(Exception):
+    """The connection failed or was refused; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    retain: bool
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    """Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And
+    Jitter"): a random wait in ``[0, min(cap, base * 2**attempt)]``, never below ``floor``."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    floor: float = 0.1
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        ceiling = min(self.cap, self.base * (2 ** min(attempt, 30)))
+        return max(self.floor, rng.uniform(0, ceiling))
+
+
+class _Ticker:
+    """One task per event loop that runs ``loop_misc`` for every live client each second."""
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.clients: set[AsyncMqttClient] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.loop = loop
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Ticker:
+        ticker = cls._by_loop.get(loop)
+        if ticker is None:
+            ticker = cls._by_loop[loop] = cls(loop)
+        return ticker
+
+    def add(self, client: AsyncMqttClient) -> None:
+        self.clients.add(client)
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._run(), name="mqtt-keepalive")
+
+    def discard(self, client: AsyncMqttClient) -> None:
+        self.clients.discard(client)
+
+    async def _run(self) -> None:
+        while self.clients:
+            await asyncio.sleep(_MISC_INTERVAL)
+            for client in list(self.clients):
+                client.misc()
+
+
+_connect_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    # paho's connect() blocks in socket.create_connection(); a SYN lost to a full listen
+    # backlog is retried after 1, 3, 7 s. A few threads keep that off the event loop.
+    global _connect_pool  # noqa: PLW0603 -- one lazily created pool per process
+    if _connect_pool is None:
+        _connect_pool = ThreadPoolExecutor(_CONNECT_THREADS, thread_name_prefix="mqtt-connect")
+    return _connect_pool
+
+
+class AsyncMqttClient:
+    """One MQTT connection on the running asyncio loop.
+
+    ``on_message`` is called on the loop for every message received (keep it quick: hand the
+    message to a queue or a sans-I/O core). With ``manual_ack=True`` every QoS 1 message must
+    be acknowledged with :meth:`ack`, in arrival order, once it is safely handled.
+    ``subscriptions`` are (re)made on every connection whose session the broker did not keep.
+    """
+
+    def __init__(  # noqa: PLR0913 -- these are the knobs of an MQTT session
+        self,
+        *,
+        client_id: str,
+        broker: BrokerAddress,
+        on_message: Callable[[MqttMessage], None],
+        subscriptions: Iterable[tuple[str, int]] = (),
+        protocol: ProtocolName = "5",
+        clean_start: bool = False,
+        session_expiry: int = SESSION_EXPIRY_NEVER,
+        keepalive: int = 30,
+        manual_ack: bool = False,
+        max_pending: int = 1000,
+        on_connect: Callable[[bool], None] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.broker = broker
+        self.protocol = protocol
+        self.clean_start = clean_start
+        self.session_expiry = session_expiry
+        self.keepalive = keepalive
+        self.subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+        self._max_pending = max_pending
+        self._pending: set[int] = set()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._connected = asyncio.Event()
+        self._connack: asyncio.Future[bool] | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._closing = False
+        self._reading = True
+        self._sock: socket.socket | None = None
+        self._loop = asyncio.get_running_loop()
+        self._client = self._make_client(manual_ack=manual_ack)
+
+    def _make_client(self, *, manual_ack: bool) -> paho.Client:
+        v5 = self.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else self.clean_start,
+            manual_ack=manual_ack,
+        )
+        # paho's own in-flight limit (default 20) would queue the rest inside paho; our
+        # window (max_pending) is the limit that matters, so let paho send what it is given.
+        client.max_inflight_messages_set(self._max_pending)
+        client.max_queued_messages_set(0)
+        if self.broker.username is not None:
+            client.username_pw_set(self.broker.username, self.broker.password)
+        if self.broker.tls is not None:
+            tls = self.broker.tls
+            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.cert_file and tls.key_file:
+                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+            client.tls_set_context(context)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        client.on_socket_open = self._socket_open
+        client.on_socket_close = self._socket_close
+        client.on_socket_register_write = self._socket_register_write
+        client.on_socket_unregister_write = self._socket_unregister_write
+        return client
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def pending(self) -> int:
+        """QoS 1 messages handed to paho and not yet acknowledged by the broker."""
+        return len(self._pending)
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def connect(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 -- a sane default
+        """Connect once; return whether the broker still had our session."""
+        self._closing = False
+        self._connack = self._loop.create_future()
+        self._lost = self._loop.create_future()
+        properties = None
+        if self.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
+            properties.SessionExpiryInterval = self.session_expiry
+            properties.ReceiveMaximum = 65535
+        try:
+            async with asyncio.timeout(timeout):
+                rc = await self._loop.run_in_executor(
+                    _pool(),
+                    lambda: self._client.connect(
+                        self.broker.host,
+                        self.broker.port,
+                        keepalive=self.keepalive,
+                        clean_start=self.clean_start if self.protocol == "5" else 3,
+                        properties=properties,
+                    ),
+                )
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    raise MqttError(f"cannot connect to {self.broker}: {paho.error_string(rc)}")
+                session_present = await self._connack
+        except (OSError, TimeoutError) as exc:
+            self._drop_socket()
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            raise MqttError(f"cannot connect to {self.broker}: {reason}") from None
+        except MqttError:
+            self._drop_socket()
+            raise
+        _Ticker.of(self._loop).add(self)
+        if not session_present or self.clean_start:
+            await self._subscribe_all()
+        self._connected.set()
+        if self._on_connect is not None:
+            self._on_connect(session_present)
+        return session_present
+
+    async def _subscribe_all(self) -> None:
+        if not self.subscriptions:
+            return
+        rc, _ = self._client.subscribe(self.subscriptions)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise MqttError(f"subscribe failed: {paho.error_string(rc)}")
+
+    async def run(
+        self,
+        *,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+        on_error: Callable[[MqttError, float], None] | None = None,
+    ) -> None:
+        """Stay connected until cancelled or :meth:`disconnect`: reconnect with backoff."""
+        backoff = backoff or Backoff()
+        rng = rng or random.Random()  # noqa: S311 -- jitter, not cryptography
+        attempt = 0
+        while not self._closing:
+            try:
+                await self.connect()
+            except MqttError as exc:
+                delay = backoff.delay(attempt, rng)
+                attempt += 1
+                if on_error is not None:
+                    on_error(exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            lost = self._lost
+            if lost is not None:
+                await asyncio.shield(lost)
+
+    async def disconnect(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- a sane default
+        """Disconnect cleanly (the session stays on the broker unless clean_start)."""
+        self._closing = True
+        lost = self._lost
+        if self._sock is not None and self.connected:
+            self._client.disconnect()
+            if lost is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(lost)
+        self._drop_socket()
+        _Ticker.of(self._loop).discard(self)
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
+        """Hand a message to paho, waiting while ``max_pending`` are unacknowledged.
+
+        Returns the message id. While disconnected, QoS 1 messages stay queued in paho and
+        go out on the next connection of this (persistent) session.
+        """
+        while len(self._pending) >= self._max_pending:
+            self._room.clear()
+            await self._room.wait()
+        info = self._client.publish(topic, payload, qos)
+        if qos > 0 and info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            if not info.is_published():
+                self._pending.add(info.mid)
+        elif info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise MqttError(f"publish failed: {paho.error_string(info.rc)}")
+        return info.mid
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledge a received message (manual_ack mode)."""
+        self._client.ack(mid, qos)
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket: the broker sees TCP back-pressure."""
+        if self._reading and self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+        self._reading = False
+
+    def resume_reading(self) -> None:
+        if not self._reading and self._sock is not None:
+            self._loop.add_reader(self._sock.fileno(), self._read)
+            # bytes may already sit in paho's or the kernel's buffer; read them now
+            self._loop.call_soon(self._read)
+        self._reading = True
+
+    def misc(self) -> None:
+        if self._sock is not None:
+            self._client.loop_misc()
+
+    def _read(self) -> None:
+        if self._sock is None or not self._reading:
+            return
+        self._client.loop_read()
+
+    def _write(self) -> None:
+        if self._sock is not None:
+            self._client.loop_write()
+
+    def _drop_socket(self) -> None:
+        sock = self._sock
+        if sock is not None:
+            self._socket_close(self._client, None, sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _socket_open(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
+        def register() -> None:
+            self._sock = sock
+            if self._reading:
+                self._loop.add_reader(sock.fileno(), self._read)
+
+        self._loop.call_soon_threadsafe(register)
+
+    def _socket_close(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
+        def unregister() -> None:
+            fileno = sock.fileno()
+            if fileno >= 0:
+                self._loop.remove_reader(fileno)
+                self._loop.remove_writer(fileno)
+            if self._sock is sock:
+                self._sock = None
+
+        if self._in_loop_thread():
+            unregister()
+        else:
+            self._loop.call_soon_threadsafe(unregister)
+
+    def _socket_register_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
+        def register() -> None:
+            if sock.fileno() >= 0:
+                self._loop.add_writer(sock.fileno(), self._write)
+
+        if self._in_loop_thread():
+            register()
+        else:
+            self._loop.call_soon_threadsafe(register)
+
+    def _socket_unregister_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
+        def unregister() -> None:
+            if sock.fileno() >= 0:
+                self._loop.remove_writer(sock.fileno())
+
+        if self._in_loop_thread():
+            unregister()
+        else:
+            self._loop.call_soon_threadsafe(unregister)
+
+    def _in_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _handle_connect(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        flags: paho.ConnectFlags,
+        reason: Any,
+        _properties: Properties | None = None,
+    ) -> None:
+        future = self._connack
+        if future is None or future.done():
+            return
+        if reason.is_failure:
+            future.set_exception(MqttError(f"broker refused the connection: {reason}"))
+        else:
+            future.set_result(bool(flags.session_present))
+
+    def _handle_disconnect(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason: Any,
+        _properties: Properties | None = None,
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        future = self._connack
+        if future is not None and not future.done():
+            future.set_exception(MqttError(f"disconnected before CONNACK: {reason}"))
+        lost = self._lost
+        if lost is not None and not lost.done():
+            lost.set_result(None)
+        if was_connected and self._on_disconnect is not None:
+            self._on_disconnect()
+
+    def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        self._on_message(
+            MqttMessage(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                qos=msg.qos,
+                mid=msg.mid,
+                retain=bool(msg.retain),
+                duplicate=bool(msg.dup),
+            )
+        )
+
+    def _handle_publish(
+        self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _properties: Any
+    ) -> None:
+        self._pending.discard(mid)
+        if len(self._pending) < self._max_pending:
+            self._room.set()

@@ -1,0 +1,130 @@
+"""The paho ↔ asyncio bridge against a real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+from smartlic.mqtt.aio import AsyncMqttClient, Backoff, MqttError, MqttMessage
+from smartlic.mqtt.url import parse_broker_url
+
+if TYPE_CHECKING:
+    from smartlic.mqtt.broker import MosquittoBroker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _client(
+    broker: MosquittoBroker,
+    client_id: str,
+    inbox: list[MqttMessage] | None = None,
+    *,
+    subscriptions: tuple[tuple[str, int], ...] = (),
+    manual_ack: bool = False,
+    protocol: str = "5",
+) -> AsyncMqttClient:
+    sink = inbox if inbox is not None else []
+    return AsyncMqttClient(
+        client_id=client_id,
+        broker=parse_broker_url(broker.url),
+        on_message=sink.append,
+        subscriptions=subscriptions,
+        manual_ack=manual_ack,
+        protocol="5" if protocol == "5" else "3.1.1",
+    )
+
+
+async def _until(condition: object, timeout: float = 10.0) -> None:  # noqa: ASYNC109 -- test helper
+    async with asyncio.timeout(timeout):
+        while not condition():  # type: ignore[operator]  # a zero-argument predicate
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_message_published_by_one_client_reaches_a_subscriber(
+    mosquitto: MosquittoBroker, protocol: str
+) -> None:
+    """QoS 1 publish → subscribe round trip over both MQTT versions."""
+    inbox: list[MqttMessage] = []
+    sub = _client(mosquitto, "sub", inbox, subscriptions=(("t/#", 1),), protocol=protocol)
+    pub = _client(mosquitto, "pub", protocol=protocol)
+    await sub.connect()
+    await pub.connect()
+    await pub.publish("t/1", b"hello")
+    await _until(lambda: inbox)
+    assert [b"hello"] == [m.payload for m in inbox]
+    await pub.disconnect()
+    await sub.disconnect()
+
+
+async def test_unacknowledged_messages_are_redelivered_after_reconnect(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """With manual_ack, what was received but not acked comes back on the next connection."""
+    first: list[MqttMessage] = []
+    sub = _client(mosquitto, "collector", first, subscriptions=(("t/#", 1),), manual_ack=True)
+    pub = _client(mosquitto, "pub")
+    await sub.connect()
+    await pub.connect()
+    for n in range(5):
+        await pub.publish("t/x", str(n).encode())
+    await _until(lambda: len(first) == 5)
+    sub.ack(first[0].mid, 1)
+    sub.ack(first[1].mid, 1)
+    await asyncio.sleep(0.1)
+    sub._drop_socket()  # a crash: no DISCONNECT, nothing more acked
+
+    second: list[MqttMessage] = []
+    again = _client(mosquitto, "collector", second, manual_ack=True)
+    assert await again.connect() is True
+    await _until(lambda: len(second) == 3)
+    assert [b"2", b"3", b"4"] == [m.payload for m in second]
+    await again.disconnect()
+    await pub.disconnect()
+
+
+async def test_run_reconnects_after_a_broker_restart_and_keeps_the_session(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """Messages published while the subscriber was cut off arrive after it reconnects."""
+    inbox: list[MqttMessage] = []
+    sub = _client(mosquitto, "sub", inbox, subscriptions=(("t/#", 1),))
+    runner = asyncio.create_task(sub.run(backoff=Backoff(base=0.05, cap=0.2, floor=0.01)))
+    await sub.wait_connected()
+    mosquitto.restart()
+    pub = _client(mosquitto, "pub")
+    await pub.connect()
+    await pub.publish("t/after", b"queued")
+    await _until(lambda: inbox, timeout=15)
+    assert [b"queued"] == [m.payload for m in inbox]
+    await sub.disconnect()
+    await runner
+    await pub.disconnect()
+
+
+async def test_publish_waits_when_the_window_is_full(mosquitto: MosquittoBroker) -> None:
+    """No more than max_pending QoS 1 messages are ever handed to paho unacknowledged."""
+    pub = AsyncMqttClient(
+        client_id="pub",
+        broker=parse_broker_url(mosquitto.url),
+        on_message=lambda _m: None,
+        max_pending=2,
+    )
+    await pub.connect()
+    mosquitto.kill()
+    await pub.publish("t/1", b"1")
+    await pub.publish("t/2", b"2")
+    third = asyncio.create_task(pub.publish("t/3", b"3"))
+    await asyncio.sleep(0.2)
+    assert not third.done()
+    assert pub.pending == 2
+    third.cancel()
+    await pub.disconnect()
+
+
+async def test_connecting_to_a_closed_port_raises_mqtt_error(mosquitto: MosquittoBroker) -> None:
+    mosquitto.kill()
+    client = _client(mosquitto, "nobody")
+    with pytest.raises(MqttError, match="cannot connect"):
+        await client.connect(timeout=2)
