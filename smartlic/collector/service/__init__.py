@@ -1,0 +1,1 @@
+"""The collector service: MQTT ingest → verify → decide → commit → signed notices."""

@@ -1,0 +1,153 @@
+"""Configuration of the collector service: defaults < TOML file < environment < flags.
+
+Every setting has one name, used as the TOML key (in the ``[collector]`` table), the
+environment variable (``SMARTLIC_`` + upper case) and the flag (``--`` + dashes). See
+``docs/collector.md`` for the table and ``deploy/collector.toml`` for an example file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from smartlic.mqtt.url import BrokerAddress, BrokerUrlError, TlsSettings, parse_broker_url
+from smartlic.protocol.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+ENV_PREFIX: Final = "SMARTLIC_"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and says why."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    db: Path = Path("smartlic.db")
+    key: Path | None = None
+    """The collector's signing key; default: the database path + ``.key``."""
+    broker: str = "mqtt://127.0.0.1:1883"
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    username: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_id: str = "smartlic-collector"
+    share_group: str = DEFAULT_SHARE_GROUP
+    topic_prefix: str = DEFAULT_PREFIX
+    clock_skew: int = 300
+    """Seconds a report's issue time may differ from the collector's clock."""
+    batch_size: int = 500
+    batch_linger_ms: float = 5.0
+    """How long to wait for more messages before processing a partial batch."""
+    intake_limit: int = 5000
+    """Messages buffered before the service stops reading from the broker (back-pressure)."""
+    crypto_threads: int = 2
+    change_poll_ms: float = 200.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @property
+    def key_path(self) -> Path:
+        return self.key if self.key is not None else self.db.with_name(self.db.name + ".key")
+
+    def broker_address(self) -> BrokerAddress:
+        tls = None
+        if self.tls_ca or self.tls_cert or self.tls_key:
+            try:
+                tls = TlsSettings(
+                    ca_file=self.tls_ca, cert_file=self.tls_cert, key_file=self.tls_key
+                )
+            except BrokerUrlError as exc:
+                raise ConfigError(str(exc)) from None
+        try:
+            return parse_broker_url(
+                self.broker, tls=tls, username=self.username, password=self.password
+            )
+        except BrokerUrlError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+_FIELDS: Final = {f.name: f for f in dataclasses.fields(ServiceConfig)}
+_CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
+    "mqtt_protocol": ("5", "3.1.1"),
+    "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("auto", "json", "console"),
+}
+_POSITIVE: Final = frozenset(
+    {"batch_size", "intake_limit", "crypto_threads", "batch_linger_ms", "change_poll_ms"}
+)
+
+
+def load_config(
+    file: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServiceConfig:
+    """Merge the layers; every value is checked and converted to its field's type."""
+    values: dict[str, Any] = {}
+    if file is not None:
+        values.update(_from_toml(file))
+    environment = os.environ if env is None else env
+    values.update(
+        {
+            name: environment[ENV_PREFIX + name.upper()]
+            for name in _FIELDS
+            if ENV_PREFIX + name.upper() in environment
+        }
+    )
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return ServiceConfig(**{name: _convert(name, value) for name, value in values.items()})
+
+
+def _from_toml(file: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+    table = data.get("collector", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {file}: [collector] must be a table")
+    unknown = sorted(set(table) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"config file {file}: unknown settings {', '.join(unknown)}")
+    return table
+
+
+def _convert(name: str, value: Any) -> Any:  # noqa: ANN401 -- values come from TOML, env or flags
+    if name not in _FIELDS:
+        raise ConfigError(f"unknown setting {name!r}")
+    default = _FIELDS[name].default
+    kind = str(_FIELDS[name].type)
+    try:
+        if "Path" in kind:
+            converted: Any = Path(str(value)).expanduser()
+        elif isinstance(default, bool):
+            converted = (
+                value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            )
+        elif isinstance(default, int):
+            converted = int(value)
+        elif isinstance(default, float):
+            converted = float(value)
+        else:
+            converted = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}") from None
+    if name in _CHOICES and converted not in _CHOICES[name]:
+        raise ConfigError(f"setting {name}: {value!r} is not one of {', '.join(_CHOICES[name])}")
+    if name in _POSITIVE and converted <= 0:
+        raise ConfigError(f"setting {name} must be positive, not {value!r}")
+    if name == "clock_skew" and converted < 0:
+        raise ConfigError("setting clock_skew cannot be negative")
+    return converted
