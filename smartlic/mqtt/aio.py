@@ -159,6 +159,7 @@ class AsyncMqttClient:
         self._on_disconnect = on_disconnect
         self._max_pending = max_pending
         self._pending: set[int] = set()
+        self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
         self._room = asyncio.Event()
         self._room.set()
         self._connected = asyncio.Event()
@@ -195,6 +196,7 @@ class AsyncMqttClient:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
+        client.on_subscribe = self._handle_subscribe
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._socket_register_write
@@ -247,18 +249,38 @@ class AsyncMqttClient:
             raise
         _Ticker.of(self._loop).add(self)
         if not session_present or self.clean_start:
-            await self._subscribe_all()
+            try:
+                await self._subscribe_all()
+            except MqttError:
+                self._drop_socket()
+                raise
         self._connected.set()
         if self._on_connect is not None:
             self._on_connect(session_present)
         return session_present
 
-    async def _subscribe_all(self) -> None:
+    async def _subscribe_all(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 -- default
+        """Subscribe and wait for the SUBACK: until then the broker may not have stored it."""
         if not self.subscriptions:
             return
-        rc, _ = self._client.subscribe(self.subscriptions)
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        rc, mid = self._client.subscribe(self.subscriptions)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise MqttError(f"subscribe failed: {paho.error_string(rc)}")
+        done = self._subacks[mid] = self._loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                reasons = await done
+        except TimeoutError:
+            raise MqttError("no SUBACK from the broker") from None
+        finally:
+            self._subacks.pop(mid, None)
+        refused = [
+            topic
+            for (topic, _), reason in zip(self.subscriptions, reasons, strict=False)
+            if reason.is_failure
+        ]
+        if refused:
+            raise MqttError(f"broker refused subscriptions to {', '.join(refused)}")
 
     async def run(
         self,
@@ -372,7 +394,7 @@ class AsyncMqttClient:
 
         if self._in_loop_thread():
             unregister()
-        else:
+        elif not self._loop.is_closed():
             self._loop.call_soon_threadsafe(unregister)
 
     def _socket_register_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
@@ -447,6 +469,13 @@ class AsyncMqttClient:
                 duplicate=bool(msg.dup),
             )
         )
+
+    def _handle_subscribe(
+        self, _client: paho.Client, _userdata: Any, mid: int, reasons: Any, _properties: Any
+    ) -> None:
+        future = self._subacks.get(mid)
+        if future is not None and not future.done():
+            future.set_result(list(reasons))
 
     def _handle_publish(
         self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _properties: Any

@@ -8,6 +8,7 @@ would), and can stop, kill and restart it on the same port.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -65,11 +66,14 @@ class MosquittoBroker:
         *,
         port: int | None = None,
         extra_config: str = "",
+        listeners: str | None = None,
         binary: str | None = None,
     ) -> None:
+        """``listeners`` replaces the default open loopback listener (it must use ``port``)."""
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.extra_config = extra_config
+        self.listeners = listeners
         self.binary = binary or find_mosquitto()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -95,8 +99,10 @@ class MosquittoBroker:
         data.mkdir(exist_ok=True)
         self.config_file.write_text(
             f"""# written by smartlic for a broker of its own
-listener {self.port} 127.0.0.1
-allow_anonymous true
+{self.listeners or f"listener {self.port} 127.0.0.1{chr(10)}allow_anonymous true"}
+# started as root, mosquitto would switch to user "mosquitto", which cannot write to our
+# private temporary folders (persistence, log): stay the user that started it
+user {getpass.getuser()}
 persistence true
 persistence_location {data}/
 autosave_interval 1

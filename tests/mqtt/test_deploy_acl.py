@@ -1,0 +1,176 @@
+"""The ACL files in deploy/ confine each device to its own topics (real Mosquitto, real TLS).
+
+The broker is set up as deploy/mosquitto.conf describes: devices present a client certificate
+whose CN is their device id, which becomes their username and client id; collectors log in
+with a password on their own listener. Both listeners use the ACL files from deploy/ as-is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import subprocess
+from typing import TYPE_CHECKING
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from smartlic.mqtt.aio import AsyncMqttClient, MqttMessage
+from smartlic.mqtt.broker import MosquittoBroker, free_port
+from smartlic.mqtt.url import TlsSettings, parse_broker_url
+from smartlic.protocol import Topics
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+DEPLOY = __import__("pathlib").Path(__file__).resolve().parents[2] / "deploy"
+TOPICS = Topics()
+DEVICE_A = "C9300-24T:FOC0001"
+DEVICE_B = "C9300-24T:FOC0002"
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
+
+
+def _issue(
+    folder: Path,
+    name: str,
+    common_name: str,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+    ip: str | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ip:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+            critical=False,
+        )
+    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+    (folder / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert, key
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    ca = _issue(folder, "ca", "smartlic test CA", None, ca=True)
+    _issue(folder, "broker", "127.0.0.1", ca, ip="127.0.0.1")
+    _issue(folder, "device-a", DEVICE_A, ca)
+    _issue(folder, "device-b", DEVICE_B, ca)
+    return folder
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path, pki: Path) -> Iterator[tuple[MosquittoBroker, int]]:
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "collector-1", "pw"], check=True)
+    device_port, collector_port = free_port(), free_port()
+    broker = MosquittoBroker(
+        tmp_path / "broker",
+        port=device_port,
+        listeners=f"""per_listener_settings true
+listener {device_port} 127.0.0.1
+certfile {pki / "broker.crt"}
+keyfile {pki / "broker.key"}
+cafile {pki / "ca.crt"}
+require_certificate true
+use_identity_as_username true
+use_username_as_clientid true
+allow_anonymous false
+acl_file {DEPLOY / "smartlic-devices.acl"}
+listener {collector_port} 127.0.0.1
+allow_anonymous false
+password_file {passwd}
+acl_file {DEPLOY / "smartlic-collectors.acl"}""",
+    )
+    broker.start()
+    try:
+        yield broker, collector_port
+    finally:
+        broker.kill()
+
+
+def _device(
+    port: int, pki: Path, name: str, device_id: str, inbox: list[MqttMessage], subs: list[str]
+) -> AsyncMqttClient:
+    tls = TlsSettings(
+        ca_file=pki / "ca.crt", cert_file=pki / f"{name}.crt", key_file=pki / f"{name}.key"
+    )
+    return AsyncMqttClient(
+        client_id=device_id,
+        broker=parse_broker_url(f"mqtts://127.0.0.1:{port}", tls=tls),
+        on_message=inbox.append,
+        subscriptions=[(s, 1) for s in subs],
+        clean_start=True,
+    )
+
+
+async def test_devices_reach_only_their_own_topics(
+    acl_broker: tuple[MosquittoBroker, int], pki: Path
+) -> None:
+    """A device's uplink reaches the collector; its writes and reads elsewhere go nowhere."""
+    broker, collector_port = acl_broker
+    seen_by_collector: list[MqttMessage] = []
+    seen_by_a: list[MqttMessage] = []
+    seen_by_b: list[MqttMessage] = []
+    collector = AsyncMqttClient(
+        client_id="collector-1",
+        broker=parse_broker_url(f"mqtt://collector-1:pw@127.0.0.1:{collector_port}"),
+        on_message=seen_by_collector.append,
+        subscriptions=[(TOPICS.shared_uplink_filter(), 1)],
+        clean_start=True,
+    )
+    device_a = _device(
+        broker.port,
+        pki,
+        "device-a",
+        DEVICE_A,
+        seen_by_a,
+        [TOPICS.downlink(DEVICE_A), TOPICS.downlink(DEVICE_B)],
+    )
+    device_b = _device(
+        broker.port, pki, "device-b", DEVICE_B, seen_by_b, [TOPICS.downlink(DEVICE_B)]
+    )
+    for client in (collector, device_a, device_b):
+        await client.connect()
+
+    await collector.publish(TOPICS.downlink(DEVICE_B), b"for b")
+    await collector.publish(TOPICS.downlink(DEVICE_A), b"for a")
+    await asyncio.sleep(0.3)
+    assert [b"for a"] == [m.payload for m in seen_by_a]
+    assert [b"for b"] == [m.payload for m in seen_by_b]
+
+    # Mosquitto may close the connection of a device that writes outside its ACL (MQTT 3.1.1
+    # §3.3.5 lets a broker ack-and-drop or disconnect): the forged publish goes last.
+    await device_a.publish(TOPICS.uplink(DEVICE_A), b"mine")
+    await device_a.publish(TOPICS.uplink(DEVICE_B), b"forged")
+    await asyncio.sleep(0.3)
+    assert [(TOPICS.uplink(DEVICE_A), b"mine")] == [(m.topic, m.payload) for m in seen_by_collector]
+    for client in (collector, device_a, device_b):
+        await client.disconnect()
