@@ -1,0 +1,135 @@
+"""The state directory: the device key, the state file, and a lock.
+
+::
+
+    state_dir/            0700
+      key.pem             0600  the device's private key (PKCS#8), made on first start
+      state.cbor          0600  the snapshot (see snapshot.py), replaced atomically
+      state.cbor.prev     0600  the snapshot before it: the fallback if state.cbor is damaged
+      lock                      held (flock) by the process using the directory; holds its pid
+
+One process uses a directory at a time: the daemon, or ``register``/``deregister``. Two would
+overwrite each other's state and, sharing the MQTT client id, disconnect each other.
+``status`` only reads, and needs no lock: the state file is always replaced whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from typing import TYPE_CHECKING, Final
+
+from smartlic.agent.core import AgentCore, CoreSettings
+from smartlic.agent.errors import ConfigError, StateFileError
+from smartlic.agent.storage import FileStorage, write_private
+from smartlic.protocol import KeyType, ProtocolError, SigningKey, format_fingerprint
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from smartlic.agent.retry import Entropy
+    from smartlic.protocol import Udi
+
+KEY_FILE: Final = "key.pem"
+LOCK_FILE: Final = "lock"
+_SEED_BYTES: Final = {KeyType.ED25519: 32, KeyType.P256: 48}
+
+
+def prepare(folder: Path) -> Path:
+    """Create the state directory (0700) if needed."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateFileError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+def load_key(folder: Path) -> SigningKey | None:
+    path = folder / KEY_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return SigningKey.from_pem(data)
+    except ProtocolError as exc:
+        raise StateFileError(
+            f"{path} is damaged ({exc.message}). The device's identity is in that file: restore "
+            "it from a backup, or move the whole state directory aside and register anew"
+        ) from None
+
+
+def load_or_create_key(
+    folder: Path, key_type: KeyType, entropy: Entropy
+) -> tuple[SigningKey, bool]:
+    """The device key, generated (0600, atomically) if there is none yet; and whether it was."""
+    key = load_key(folder)
+    if key is not None:
+        if key.key_type is not key_type:
+            raise ConfigError(
+                f"{folder / KEY_FILE} holds a {key.key_type.value} key, but key_type asks for "
+                f"{key_type.value}; a device keeps its key (move the state directory aside to "
+                "start over)"
+            )
+        return key, False
+    key = SigningKey.from_seed(key_type, entropy(_SEED_BYTES[key_type]))
+    try:
+        write_private(folder / KEY_FILE, key.to_pem())
+    except OSError as exc:
+        raise StateFileError(f"cannot write {folder / KEY_FILE}: {exc.strerror or exc}") from None
+    return key, True
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold the directory's lock, or fail naming the process that holds it."""
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateFileError(f"cannot open {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise StateFileError(
+                f"another smartlic-agent (pid {holder}) is using {folder}: "
+                "stop it first (register and deregister cannot run beside the daemon)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def open_core(
+    folder: Path,
+    *,
+    udi: Udi | None,
+    key: SigningKey,
+    entropy: Entropy,
+    settings: CoreSettings | None = None,
+) -> tuple[AgentCore, FileStorage]:
+    """The core as the state directory left it (a new one on first start)."""
+    storage = FileStorage(folder)
+    snapshot = storage.load()
+    if snapshot is None:
+        if udi is None:
+            raise ConfigError("no UDI: give --udi PRODUCT_ID:SERIAL (or udi = ... in the config)")
+        return AgentCore.new(udi, key=key, entropy=entropy, settings=settings), storage
+    if udi is not None and str(udi) != snapshot.udi:
+        raise ConfigError(
+            f"{folder} belongs to {snapshot.udi}, not {udi}: use another state directory"
+        )
+    if snapshot.key_fingerprint != key.public.fingerprint:
+        raise StateFileError(
+            f"{folder / KEY_FILE} is not the key this state was made with "
+            f"({format_fingerprint(key.public.fingerprint)}): restore the original key file"
+        )
+    return AgentCore.restore(snapshot, key=key, entropy=entropy, settings=settings), storage
