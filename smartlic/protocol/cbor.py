@@ -11,6 +11,13 @@ bytes. Equal bytes prove the input was deterministic: minimal heads, definite le
 unique keys, no trailing bytes. Only when they differ (or cbor2 refuses the input) do we walk
 the bytes in Python to say precisely *which* rule was broken, so honest traffic pays a few
 microseconds and bad input gets a specific error code.
+
+Equal bytes do not prove the input was *plain*, though: cbor2 turns floats, bignums (tags 2/3),
+UUIDs (tag 37) and ``undefined`` into Python values that re-encode to the very same bytes. So
+the fast path also checks the decoded value's types (:func:`_check_plain`); smartlic's data
+model is integers within 64 bits, byte and text strings, arrays, maps, ``true``, ``false`` and
+``null``, plus one tag on the outermost item for the caller to interpret (COSE_Sign1's 18).
+A tag counts as one level of nesting, as cbor2's ``max_depth`` counts it.
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ MAX_DEPTH: Final = 6
 
 _MAJOR_UINT, _MAJOR_NINT, _MAJOR_BSTR, _MAJOR_TSTR = 0, 1, 2, 3
 _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 4, 5, 6, 7
-_COSE_SIGN1_TAG: Final = 18
 _ALLOWED_SIMPLE: Final = frozenset({20, 21, 22})  # false, true, null
 _INDEFINITE: Final = 31
+_INT_MIN: Final = -(2**64)
+_INT_MAX: Final = 2**64 - 1
 
 
 def encode(value: Any) -> bytes:
@@ -69,7 +77,8 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
     if not data:
         raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, "empty input")
     try:
-        value = cbor2.loads(data, max_depth=max_depth)
+        # cbor2 counts the innermost scalar as a level too; the walker counts containers only.
+        value = cbor2.loads(data, max_depth=max_depth + 1)
     except Exception as exc:  # noqa: BLE001 -- the decoder's contract: any failure becomes ours
         diagnose(data, max_depth=max_depth)
         raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, f"malformed CBOR: {exc}") from None
@@ -79,10 +88,48 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
         canonical = b""
     if canonical != data:
         diagnose(data, max_depth=max_depth)
+        # A tag cbor2 interprets (a date, a set, ...) re-encodes differently but is no less a tag.
+        _check_plain(value, top=True)
         raise RemoteProtocolError(
             ErrorCode.NOT_DETERMINISTIC, "CBOR is not in deterministic encoding (RFC 8949 §4.2.1)"
         )
+    _check_plain(value, top=True)
     return value
+
+
+def _check_plain(value: Any, *, top: bool) -> None:  # noqa: C901 -- one branch per decoded type
+    """Refuse what cbor2 decoded from a float, a tag below the top or an odd simple value."""
+    kind = type(value)
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise RemoteProtocolError(
+                ErrorCode.UNSUPPORTED_CBOR,
+                "bignums (tags 2 and 3, RFC 8949 §3.4.3) are not allowed",
+            )
+    elif kind in (bytes, str, bool, type(None)):
+        return
+    elif kind in (list, tuple):
+        for item in value:
+            _check_plain(item, top=False)
+    elif kind in (dict, cbor2.FrozenDict):
+        for key, item in value.items():
+            _check_plain(key, top=False)
+            _check_plain(item, top=False)
+    elif kind is cbor2.CBORTag and top:
+        _check_plain(value.value, top=False)
+    elif kind is float:
+        raise RemoteProtocolError(
+            ErrorCode.UNSUPPORTED_CBOR, "floating-point values are not allowed"
+        )
+    elif kind is cbor2.CBORTag:
+        raise RemoteProtocolError(
+            ErrorCode.UNSUPPORTED_CBOR, f"CBOR tag {value.tag} is not allowed here"
+        )
+    else:
+        raise RemoteProtocolError(
+            ErrorCode.UNSUPPORTED_CBOR,
+            f"CBOR tags and simple values that decode to {kind.__name__} are not allowed",
+        )
 
 
 def diagnose(data: bytes, *, max_depth: int = MAX_DEPTH) -> None:
@@ -178,11 +225,12 @@ class _Walker:
             self._map_entries(argument, depth=depth + 1)
             return
         if major == _MAJOR_TAG:
-            if not (top and argument == _COSE_SIGN1_TAG):
+            # Only the outermost item may be tagged; which tag it may carry is the caller's call.
+            if not top:
                 raise RemoteProtocolError(
                     ErrorCode.UNSUPPORTED_CBOR, f"CBOR tag {argument} is not allowed here"
                 )
-            self.item(depth=depth)
+            self.item(depth=depth + 1)
             return
         if info in (25, 26, 27):
             raise RemoteProtocolError(
