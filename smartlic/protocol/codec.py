@@ -259,24 +259,7 @@ def decode_payload(data: bytes) -> Message:
 
 def from_wire(wire: Mapping[Any, Any]) -> Message:
     """Build the message a payload map describes (raises :class:`LocalProtocolError`)."""
-    version = wire.get(Key.VERSION)
-    if version is None:
-        raise LocalProtocolError(ErrorCode.MISSING_FIELD, "payload has no protocol version (key 1)")
-    if version != PROTOCOL_VERSION or type(version) is not int:
-        raise LocalProtocolError(
-            ErrorCode.UNKNOWN_VERSION, f"protocol version {version!r} (this side speaks 1)"
-        )
-    kind = wire.get(Key.TYPE)
-    if kind is None:
-        raise LocalProtocolError(ErrorCode.MISSING_FIELD, "payload has no message type (key 0)")
-    if type(kind) is not int:
-        raise LocalProtocolError(ErrorCode.WRONG_TYPE, "message type must be an integer")
-    try:
-        message_type = MessageType(kind)
-    except ValueError:
-        raise LocalProtocolError(
-            ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type {kind}"
-        ) from None
+    message_type = _message_type(wire)
     cls, layout = LAYOUTS[message_type]
     known = {Key.TYPE, Key.VERSION} | {spec.key for spec in layout}
     unknown = [key for key in wire if key not in known]
@@ -295,9 +278,39 @@ def from_wire(wire: Mapping[Any, Any]) -> Message:
                 f"{message_type.name.lower()} lacks {spec.attr} (key {int(spec.key)})",
             )
         value = wire[spec.key]
+        if value is None:
+            # An absent optional field is omitted, never null: one message, one encoding.
+            raise LocalProtocolError(
+                ErrorCode.WRONG_TYPE, f"{spec.attr} (key {int(spec.key)}) is null"
+            )
         convert = _FROM_WIRE.get(spec.key)
         kwargs[spec.attr] = convert(value) if convert else _plain(value)
     return cls(**kwargs)
+
+
+def _message_type(wire: Mapping[Any, Any]) -> MessageType:
+    """The payload's protocol version checked and its message type read (keys 1 and 0)."""
+    # Python's ``True == 1`` would let ``true`` stand in for key 1: keys are checked by type first.
+    if any(type(key) is not int for key in wire):
+        raise LocalProtocolError(ErrorCode.UNKNOWN_FIELD, "payload map keys must all be integers")
+    version = wire.get(Key.VERSION)
+    if version is None:
+        raise LocalProtocolError(ErrorCode.MISSING_FIELD, "payload has no protocol version (key 1)")
+    if version != PROTOCOL_VERSION or type(version) is not int:
+        raise LocalProtocolError(
+            ErrorCode.UNKNOWN_VERSION, f"protocol version {version!r} (this side speaks 1)"
+        )
+    kind = wire.get(Key.TYPE)
+    if kind is None:
+        raise LocalProtocolError(ErrorCode.MISSING_FIELD, "payload has no message type (key 0)")
+    if type(kind) is not int:
+        raise LocalProtocolError(ErrorCode.WRONG_TYPE, "message type must be an integer")
+    try:
+        return MessageType(kind)
+    except ValueError:
+        raise LocalProtocolError(
+            ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type {kind}"
+        ) from None
 
 
 def _plain(value: Any) -> Any:
