@@ -167,7 +167,10 @@ def _check_buckets(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any])
     if crit is not None:
         if not isinstance(crit, list) or not crit:
             raise RemoteProtocolError(ErrorCode.BAD_HEADER, "crit must be a non-empty array")
-        unknown = [label for label in crit if label not in _UNDERSTOOD_LABELS]
+        # ``type() is int``: ``true`` in crit is not label 1, however Python compares them.
+        unknown = [
+            label for label in crit if type(label) is not int or label not in _UNDERSTOOD_LABELS
+        ]
         if unknown:
             raise RemoteProtocolError(
                 ErrorCode.UNKNOWN_CRITICAL_HEADER,
