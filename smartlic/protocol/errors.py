@@ -13,6 +13,10 @@ learns exactly why the collector refused it.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Final
+
+MAX_ERROR_MESSAGE: Final = 300
+"""Longest error message in characters: short enough that any error fits an error notice."""
 
 
 class ErrorCode(IntEnum):
@@ -74,7 +78,7 @@ class ProtocolError(Exception):
     code: ErrorCode
 
     def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
+        super().__init__(_fit(message))
         self.code = code
 
     @property
@@ -96,3 +100,16 @@ class RemoteProtocolError(ProtocolError):
 def as_remote(error: LocalProtocolError) -> RemoteProtocolError:
     """The same complaint, blamed on the peer: used where remote input was being validated."""
     return RemoteProtocolError(error.code, error.message)
+
+
+def _fit(message: str) -> str:
+    """``message`` made printable and cut to :data:`MAX_ERROR_MESSAGE` characters.
+
+    Messages quote remote input (a topic, a header label, a license tag), and a collector sends
+    them back in an :class:`~smartlic.protocol.ErrorNotice`, whose text must be printable and
+    at most 512 characters: bounding them here means refusing bad input can never fail.
+    """
+    text = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in message)
+    if len(text) > MAX_ERROR_MESSAGE:
+        text = text[: MAX_ERROR_MESSAGE - 1] + "…"
+    return text

@@ -63,6 +63,8 @@ class Topics:
         return self._device_of(topic, "down")
 
     def _device_of(self, topic: str, direction: str) -> str:
+        if type(topic) is not str:
+            raise RemoteProtocolError(ErrorCode.MALFORMED_TOPIC, "a topic name is text")
         head = f"{self.prefix}/d/"
         tail = f"/{direction}"
         if not (topic.startswith(head) and topic.endswith(tail)):
