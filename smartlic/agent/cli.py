@@ -188,7 +188,7 @@ def _talk(
 ) -> tuple[Action | None, str | None]:
     from smartlic.agent.daemon import Daemon  # noqa: PLC0415 -- paho only when talking
 
-    daemon = Daemon(config, core, storage, entropy=os.urandom)
+    daemon = Daemon(config, core, storage, entropy=os.urandom, require_broker=True)
     outcome = daemon.run(first=first, until=until, timeout=config.register_timeout)
     return outcome.finished_by, outcome.last_error
 
@@ -207,6 +207,7 @@ def _register(config: AgentConfig, args: argparse.Namespace) -> int:
     token = args.token if args.token is not None else _read_token(args.token_file)
     folder = prepare(config.state_dir)
     with locked(folder):
+        config.broker_address()
         core, storage = _open(config)
         if core.state.registered:
             raise AgentError(
@@ -253,6 +254,7 @@ def _deregister(config: AgentConfig, args: argparse.Namespace) -> int:
             return 0
         if not core.state.registered:
             raise AgentError(f"{core.udi} is not registered ({core.state.value})")
+        config.broker_address()
         finished, last_error = _talk(
             config,
             core,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from smartlic.agent.core import CoreSettings
 from smartlic.agent.errors import ConfigError
+from smartlic.mqtt.url import BrokerAddress, BrokerUrlError, TlsSettings, parse_broker_url
 from smartlic.protocol import KeyType, ProtocolError, Topics, Udi
 
 if TYPE_CHECKING:
@@ -93,6 +94,28 @@ class AgentConfig:
             debounce=self.report_debounce,
             debounce_max=max(60.0, self.report_debounce),
         )
+
+    def broker_address(self) -> BrokerAddress:
+        """Where the broker is, with credentials and TLS settings; a clear error if unusable."""
+        if not self.broker:
+            raise ConfigError(
+                "no broker: give --broker mqtt://HOST:PORT (or broker = ... in the config)"
+            )
+        password = None
+        if self.password_file is not None:
+            try:
+                password = self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {self.password_file}: {exc.strerror}") from None
+        try:
+            tls = None
+            if self.tls_ca or self.tls_cert or self.tls_key:
+                tls = TlsSettings(
+                    ca_file=self.tls_ca, cert_file=self.tls_cert, key_file=self.tls_key
+                )
+            return parse_broker_url(self.broker, tls=tls, username=self.username, password=password)
+        except BrokerUrlError as exc:
+            raise ConfigError(str(exc)) from None
 
     def parsed_udi(self) -> Udi | None:
         return None if self.udi is None else Udi.parse(self.udi)

@@ -39,12 +39,11 @@ from smartlic.agent.actions import (
     ReportQueued,
     StateChanged,
 )
-from smartlic.agent.errors import AgentError, ConfigError
+from smartlic.agent.errors import AgentError
 from smartlic.agent.hooks import HookRunner
 from smartlic.agent.retry import backoff_delay, unit_interval
 from smartlic.agent.sources import UsageCommand, UsageFile
 from smartlic.agent.usage import UsageError
-from smartlic.mqtt.url import BrokerUrlError, TlsSettings, parse_broker_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -83,29 +82,6 @@ class Link:
     client: paho.Client
 
 
-def broker_address(config: AgentConfig) -> BrokerAddress:
-    if not config.broker:
-        raise ConfigError("no broker: give --broker mqtt://HOST:PORT (or broker = ... in config)")
-    password = None
-    if config.password_file is not None:
-        try:
-            password = config.password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {config.password_file}: {exc.strerror}") from None
-    tls = None
-    if config.tls_ca or config.tls_cert or config.tls_key:
-        try:
-            tls = TlsSettings(
-                ca_file=config.tls_ca, cert_file=config.tls_cert, key_file=config.tls_key
-            )
-        except BrokerUrlError as exc:
-            raise ConfigError(str(exc)) from None
-    try:
-        return parse_broker_url(config.broker, tls=tls, username=config.username, password=password)
-    except BrokerUrlError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 class Daemon:
     def __init__(
         self,
@@ -114,15 +90,16 @@ class Daemon:
         storage: Storage,
         *,
         entropy: Entropy,
+        require_broker: bool = False,
     ) -> None:
         self.config = config
         self.core = core
         self.storage = storage
         self.entropy = entropy
         address = None
-        if config.broker or core.state.registered or core.pending is not None:
+        if require_broker or config.broker or core.state.registered or core.pending:
             # An unregistered device with no broker runs offline, counting its evaluation.
-            address = broker_address(config)
+            address = config.broker_address()
         self.broker = str(address) if address else "no broker"
         self.hooks = (
             HookRunner(config.hook, udi=str(core.udi), timeout=config.hook_timeout)

@@ -16,12 +16,14 @@ Entropy: TypeAlias = Callable[[int], bytes]
 ``random.Random(...).randbytes`` in tests and the simulator)."""
 
 _UNIT_BYTES: Final = 7
+_MANTISSA_BITS: Final = 53
 _MAX_DOUBLINGS: Final = 40
 
 
 def unit_interval(entropy: Entropy) -> float:
-    """A number in ``[0, 1)`` made of 56 random bits."""
-    return int.from_bytes(entropy(_UNIT_BYTES), "big") / float(1 << (8 * _UNIT_BYTES))
+    """A number in ``[0, 1)`` made of 53 random bits (a float's mantissa: exact, never 1.0)."""
+    bits = int.from_bytes(entropy(_UNIT_BYTES), "big") >> (8 * _UNIT_BYTES - _MANTISSA_BITS)
+    return bits / float(1 << _MANTISSA_BITS)
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, unit: float) -> float:

@@ -1,0 +1,241 @@
+"""Durable state: atomic 0600 files, intact or refused, a damaged file never silently reset."""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import TYPE_CHECKING
+
+import pytest
+from agent_support import T0, UDI, Harness, device_key, entropy, new_core
+from hypothesis import given
+from hypothesis import strategies as st
+from smartlic.agent.core import AgentCore
+from smartlic.agent.errors import ConfigError, StateFileError
+from smartlic.agent.snapshot import (
+    PendingRequest,
+    RequestKind,
+    Snapshot,
+    StoredReport,
+    StoredTag,
+    decode_snapshot,
+    encode_snapshot,
+)
+from smartlic.agent.statedir import (
+    KEY_FILE,
+    load_or_create_key,
+    locked,
+    open_core,
+)
+from smartlic.agent.states import LicenseState
+from smartlic.agent.storage import FileStorage, MemoryStorage
+from smartlic.agent.timekeeping import Deadline
+from smartlic.protocol import KeyType, Udi
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def registered_snapshot() -> Snapshot:
+    harness = Harness(new_core())
+    harness.script.entitled = {"network-advantage": 10}
+    harness.start()
+    harness.usage({"network-advantage": 2}, T0)
+    harness.register(T0 + 1)
+    harness.script.answer_reports = False
+    harness.usage({"network-advantage": 3}, T0 + 100)
+    harness.tick(T0 + 106)
+    return harness.core.snapshot()
+
+
+def test_a_snapshot_survives_encoding() -> None:
+    snapshot = registered_snapshot()
+    assert snapshot == decode_snapshot(encode_snapshot(snapshot))
+
+
+@given(
+    st.builds(
+        Snapshot,
+        udi=st.just(str(UDI)),
+        key_fingerprint=st.binary(min_size=32, max_size=32),
+        state=st.sampled_from(LicenseState),
+        clean=st.booleans(),
+        use_elapsed=st.floats(min_value=0, max_value=1e10),
+        next_seq=st.integers(min_value=1, max_value=2**63 - 1),
+        last_nonce=st.none() | st.binary(min_size=8, max_size=32),
+        pending=st.none()
+        | st.builds(
+            PendingRequest,
+            kind=st.sampled_from(RequestKind),
+            request_id=st.binary(min_size=16, max_size=16),
+            payload=st.binary(max_size=64),
+            fingerprint=st.none() | st.binary(min_size=32, max_size=32),
+        ),
+        authorization=st.none()
+        | st.builds(Deadline, wall=st.floats(0, 2e9), elapsed=st.floats(0, 2e9)),
+        usage=st.dictionaries(st.sampled_from(["a", "b-c", "d.e"]), st.integers(0, 2**32 - 1)),
+        tags=st.dictionaries(
+            st.sampled_from(["a", "b"]),
+            st.builds(StoredTag, in_use=st.integers(0, 99), entitled=st.integers(0, 99)),
+        ),
+        outbox=st.lists(
+            st.builds(
+                StoredReport,
+                seq=st.integers(1, 10**6),
+                created_at=st.floats(0, 2e9),
+                payload=st.binary(max_size=40),
+            ),
+            max_size=4,
+        ).map(tuple),
+    )
+)
+def test_any_snapshot_survives_encoding(snapshot: Snapshot) -> None:
+    assert snapshot == decode_snapshot(encode_snapshot(snapshot))
+
+
+@pytest.mark.parametrize("cut", [0, 5, 39, 40, 100, -1])
+def test_a_truncated_state_is_refused(cut: int) -> None:
+    data = encode_snapshot(registered_snapshot())
+    with pytest.raises(StateFileError, match=r"truncated|checksum|magic"):
+        decode_snapshot(data[:cut])
+
+
+def test_a_flipped_bit_is_detected() -> None:
+    data = bytearray(encode_snapshot(registered_snapshot()))
+    data[len(data) // 2] ^= 0x10
+    with pytest.raises(StateFileError, match="checksum"):
+        decode_snapshot(bytes(data))
+
+
+def test_another_file_is_refused_as_not_a_state_file() -> None:
+    with pytest.raises(StateFileError, match="not a smartlic agent state file"):
+        decode_snapshot(b"[usage]\nnetwork-advantage = 3\n" * 3)
+
+
+def test_the_state_file_is_private(tmp_path: Path) -> None:
+    FileStorage(tmp_path).save(registered_snapshot())
+    assert 0o600 == stat.S_IMODE((tmp_path / "state.cbor").stat().st_mode)
+
+
+def test_saving_leaves_no_temporary_file(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    storage.save(registered_snapshot())
+    storage.save(registered_snapshot())
+    assert ["state.cbor", "state.cbor.prev"] == sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_nothing_saved_yet_loads_as_none(tmp_path: Path) -> None:
+    assert FileStorage(tmp_path).load() is None
+
+
+def test_a_damaged_state_file_falls_back_to_the_previous_copy_marked_unclean(
+    tmp_path: Path,
+) -> None:
+    storage = FileStorage(tmp_path)
+    first = registered_snapshot()
+    storage.save(first)
+    storage.save(first)
+    path = tmp_path / "state.cbor"
+    path.write_bytes(path.read_bytes()[:50])
+    loaded = storage.load()
+    assert loaded is not None
+    assert (first.outbox, False) == (loaded.outbox, loaded.clean)
+    assert storage.warning is not None
+    assert "recovered from the previous copy" in storage.warning
+
+
+def test_a_missing_state_file_with_a_previous_copy_recovers_it(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    storage.save(registered_snapshot())
+    storage.save(registered_snapshot())
+    (tmp_path / "state.cbor").unlink()
+    assert storage.load() is not None
+
+
+def test_both_copies_damaged_is_a_clear_error(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    storage.save(registered_snapshot())
+    storage.save(registered_snapshot())
+    for name in ("state.cbor", "state.cbor.prev"):
+        (tmp_path / name).write_bytes(b"SLAGENT\x01 garbage")
+    with pytest.raises(StateFileError, match="Move both aside"):
+        storage.load()
+
+
+def test_a_damaged_only_copy_is_a_clear_error_not_a_fresh_start(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    storage.save(registered_snapshot())
+    (tmp_path / "state.cbor").write_bytes(b"")
+    with pytest.raises(StateFileError, match="no previous copy"):
+        storage.load()
+
+
+def test_a_recovered_copy_makes_the_core_jump_its_sequence_numbers(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    storage.save(registered_snapshot())
+    storage.save(registered_snapshot())
+    (tmp_path / "state.cbor").write_bytes(b"")
+    snapshot = storage.load()
+    assert snapshot is not None
+    core = AgentCore.restore(snapshot, key=device_key(), entropy=entropy())
+    assert core.recovered_unclean
+
+
+def test_memory_storage_can_exercise_the_file_format() -> None:
+    storage = MemoryStorage(encode=True)
+    snapshot = registered_snapshot()
+    storage.save(snapshot)
+    assert snapshot == storage.load()
+
+
+def test_the_device_key_is_generated_once_and_private(tmp_path: Path) -> None:
+    key, created = load_or_create_key(tmp_path, KeyType.ED25519, os.urandom)
+    again, created_again = load_or_create_key(tmp_path, KeyType.ED25519, os.urandom)
+    mode = stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode)
+    assert (True, False, key.public.fingerprint, 0o600) == (
+        created,
+        created_again,
+        again.public.fingerprint,
+        mode,
+    )
+
+
+def test_a_p256_key_can_be_chosen(tmp_path: Path) -> None:
+    key, _ = load_or_create_key(tmp_path, KeyType.P256, os.urandom)
+    assert KeyType.P256 is key.key_type
+
+
+def test_a_key_of_the_other_type_is_refused(tmp_path: Path) -> None:
+    load_or_create_key(tmp_path, KeyType.ED25519, os.urandom)
+    with pytest.raises(ConfigError, match="holds a Ed25519 key"):
+        load_or_create_key(tmp_path, KeyType.P256, os.urandom)
+
+
+def test_a_damaged_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / KEY_FILE).write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n")
+    with pytest.raises(StateFileError, match="is damaged"):
+        load_or_create_key(tmp_path, KeyType.ED25519, os.urandom)
+
+
+def test_a_state_directory_of_another_device_is_refused(tmp_path: Path) -> None:
+    key, _ = load_or_create_key(tmp_path, KeyType.ED25519, os.urandom)
+    core, storage = open_core(tmp_path, udi=UDI, key=key, entropy=os.urandom)
+    storage.save(core.snapshot())
+    other = Udi.parse("C9300-24T:FOC999")
+    with pytest.raises(ConfigError, match="belongs to ISR4331/K9:FOC1234X"):
+        open_core(tmp_path, udi=other, key=key, entropy=os.urandom)
+
+
+def test_a_first_start_without_a_udi_is_a_clear_error(tmp_path: Path) -> None:
+    key, _ = load_or_create_key(tmp_path, KeyType.ED25519, os.urandom)
+    with pytest.raises(ConfigError, match="no UDI"):
+        open_core(tmp_path, udi=None, key=key, entropy=os.urandom)
+
+
+def test_only_one_process_holds_the_state_directory(tmp_path: Path) -> None:
+    with (
+        locked(tmp_path),
+        pytest.raises(StateFileError, match=f"pid {os.getpid()}"),
+        locked(tmp_path),
+    ):
+        pass

@@ -1,0 +1,116 @@
+"""Usage sources: a TOML [usage] table, or tag=count lines from a command."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+from smartlic.agent.sources import UsageCommand, UsageFile
+from smartlic.agent.usage import (
+    UsageError,
+    check_counts,
+    parse_usage_lines,
+    parse_usage_toml,
+    same_usage,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_toml_usage_table_gives_counts() -> None:
+    text = '[usage]\nnetwork-advantage = 3\n"dna-essentials" = 0\n\n[device]\nname = "r1"\n'
+    assert {"network-advantage": 3, "dna-essentials": 0} == parse_usage_toml(text)
+
+
+def test_toml_without_usage_table_means_no_usage() -> None:
+    assert {} == parse_usage_toml('[device]\nname = "r1"\n')
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("[usage\n", "not valid TOML"),
+        ("usage = 3\n", "must be a table"),
+        ("[usage]\nnetwork-advantage = -1\n", "whole number"),
+        ("[usage]\nnetwork-advantage = 1.5\n", "whole number"),
+        ("[usage]\nnetwork-advantage = true\n", "whole number"),
+        ('[usage]\nnetwork-advantage = "3"\n', "whole number"),
+        ("[usage]\nNetwork = 3\n", "license tag"),
+        ("[usage]\nbig = 4294967296\n", "whole number"),
+    ],
+)
+def test_bad_toml_usage_is_refused_with_a_reason(text: str, complaint: str) -> None:
+    with pytest.raises(UsageError, match=complaint):
+        parse_usage_toml(text)
+
+
+def test_command_lines_give_counts_skipping_blanks_and_comments() -> None:
+    text = "# from the licensing daemon\nnetwork-advantage=3\n\n  throughput-1g = 2  \n"
+    assert {"network-advantage": 3, "throughput-1g": 2} == parse_usage_lines(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("network-advantage\n", "line 1: expected tag=count"),
+        ("a=1\nnetwork-advantage=x\n", "line 2: count 'x'"),
+        ("a=1\na=2\n", "given twice"),
+        ("A=1\n", "license tag"),
+        ("a=-1\n", "not a whole number"),
+        ("a=\u0661\n", "not a whole number"),
+    ],
+)
+def test_bad_command_lines_are_refused_naming_the_line(text: str, complaint: str) -> None:
+    with pytest.raises(UsageError, match=complaint):
+        parse_usage_lines(text)
+
+
+def test_more_tags_than_a_report_carries_are_refused() -> None:
+    with pytest.raises(UsageError, match="at most 64"):
+        parse_usage_lines("".join(f"t{n}=1\n" for n in range(65)))
+
+
+def test_check_counts_refuses_a_bool_count() -> None:
+    with pytest.raises(UsageError, match="whole number"):
+        check_counts({"network-advantage": True})
+
+
+def test_a_tag_at_zero_is_the_same_usage_as_an_absent_tag() -> None:
+    assert same_usage({"a": 1, "b": 0}, {"a": 1})
+
+
+def test_different_counts_are_different_usage() -> None:
+    assert not same_usage({"a": 1}, {"a": 2})
+
+
+def test_usage_file_is_reread_only_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "usage.toml"
+    path.write_text("[usage]\na = 1\n")
+    source = UsageFile(path)
+    first = source.poll()
+    unchanged = source.poll()
+    path.write_text("[usage]\na = 22\n")
+    assert ({"a": 1}, None, {"a": 22}) == (first, unchanged, source.poll())
+
+
+def test_missing_usage_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot read"):
+        UsageFile(tmp_path / "absent.toml").poll()
+
+
+def test_usage_command_output_gives_counts() -> None:
+    source = UsageCommand(f"{sys.executable} -c \"print('a=4')\"")
+    assert {"a": 4} == source.poll()
+
+
+def test_failing_usage_command_is_a_usage_error_with_its_status() -> None:
+    source = UsageCommand(f'{sys.executable} -c "raise SystemExit(3)"')
+    with pytest.raises(UsageError, match="status 3"):
+        source.poll()
+
+
+def test_missing_usage_command_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="cannot run"):
+        UsageCommand("/nonexistent/usage-tool").poll()
