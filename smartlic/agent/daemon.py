@@ -412,6 +412,7 @@ def log_fact(action: Action) -> None:
     elif isinstance(action, RegistrationSucceeded):
         log.info("registered in %s / %s", action.smart_account, action.virtual_account)
     elif isinstance(action, RegistrationRefused | DeregistrationRefused):
-        log.error("collector refused: %s [%s]", action.message, action.code.name)
+        # INFO: ``register`` and ``deregister`` explain it themselves, ``run`` logs at INFO.
+        log.info("collector refused: %s [%s]", action.message, action.code.name)
     elif isinstance(action, Deregistered):
         log.warning("deregistered%s", " by the collector" if action.by_collector else "")

@@ -276,6 +276,9 @@ class MqttCollector:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # paho keeps the socket pair that wakes its loop thread; close it so a restarted
+        # collector (start again) does not leak it.
+        self.client._reset_sockets()
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
