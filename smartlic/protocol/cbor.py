@@ -22,6 +22,7 @@ A tag counts as one level of nesting, as cbor2's ``max_depth`` counts it.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Final
 
 import cbor2
@@ -41,6 +42,7 @@ _MAJOR_UINT, _MAJOR_NINT, _MAJOR_BSTR, _MAJOR_TSTR = 0, 1, 2, 3
 _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 4, 5, 6, 7
 _ALLOWED_SIMPLE: Final = frozenset({20, 21, 22})  # false, true, null
 _INDEFINITE: Final = 31
+_SCALARS: Final = frozenset({int, str, bytes, bool, type(None), float})
 _INT_MIN: Final = -(2**64)
 _INT_MAX: Final = 2**64 - 1
 
@@ -51,15 +53,31 @@ def encode(value: Any) -> bytes:
 
 
 def _ordered(value: Any) -> Any:
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
     if isinstance(value, dict | cbor2.FrozenDict):
-        items = [(cbor2.dumps(_ordered(k)), k, _ordered(v)) for k, v in value.items()]
-        items.sort(key=lambda item: item[0])
-        return {k: v for _, k, v in items}
+        return {k: _ordered(v) for k, v in sorted(value.items(), key=_key_order)}
     if isinstance(value, list | tuple):
         return [_ordered(item) for item in value]
     if isinstance(value, cbor2.CBORTag):
         return cbor2.CBORTag(value.tag, _ordered(value.value))
     return value
+
+
+def _key_order(item: tuple[Any, Any]) -> bytes:
+    return _encoded_key(item[0])
+
+
+@functools.lru_cache(maxsize=512, typed=True)
+def _encoded_key(key: Any) -> bytes:
+    """A map key's deterministic encoding, which is its sort key (RFC 8949 §4.2.1).
+
+    Cached: payloads reuse a few dozen keys (field numbers, header labels, license tags), and
+    encoding each key on every message was most of the encoder's time. ``typed=True`` keeps
+    ``True`` and ``1`` apart, as CBOR does.
+    """
+    return cbor2.dumps(_ordered(key))
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = MAX_DEPTH) -> Any:

@@ -180,3 +180,10 @@ def test_what_the_decoder_accepts_the_walker_accepts(data: bytes) -> None:
     except RemoteProtocolError:
         return
     diagnose(data)
+
+
+def test_key_order_cache_keeps_true_and_1_apart() -> None:
+    """The encoder caches each key's encoding for sorting; true (0xf5) is not 1 (0x01)."""
+    assert bytes.fromhex("a10161") + b"a" == encode({1: "a"})
+
+    assert bytes.fromhex("a20200f500") == encode({True: 0, 2: 0})
