@@ -95,6 +95,10 @@ def inspect_message(data: bytes, key: VerifyingKey | None = None) -> Inspection:
     else:
         verdict = _verify(envelope, message, key)
         document["signature"] = verdict
+        if message is None:
+            document["signature_note"] = (
+                "checked without external AAD: the payload names no smartlic device"
+            )
         lines.append(f"signature: {verdict}")
         if verdict != "valid":
             exit_code = EXIT_BAD_SIGNATURE

@@ -211,6 +211,7 @@ def test_foreign_cose_sign1_with_the_right_key(run: Invoke, tmp_path: Path) -> N
     assert 2 == len(result.err_lines)
     assert None is result.document["message_type"]
     assert b"This is the content.".hex() == result.document["payload_hex"]
+    assert "without external AAD" in result.document["signature_note"]
 
 
 def test_foreign_cose_sign1_with_a_wrong_key_is_an_invalid_signature(
