@@ -1,0 +1,178 @@
+"""The SQLite backend (aiosqlite): WAL, foreign keys, serialized writers, migrations at open.
+
+Everything SQLite-specific lives here: the pragmas, ``BEGIN IMMEDIATE`` (a writer takes the
+write lock before it reads, so "check, then write" inside one transaction cannot race another
+process — the admin CLI and the service share the file), the busy timeout that makes a writer
+wait for another's transaction instead of failing, and the translation of ``sqlite3`` errors.
+
+One connection carries one transaction at a time; an :class:`asyncio.Lock` makes coroutines of
+one process take turns, so the service's batches and its change-feed poller can share a store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from typing import TYPE_CHECKING, Any, Final, Self, cast
+
+import aiosqlite
+
+from smartlic.collector.store.backend import (
+    ConstraintError,
+    Dialect,
+    Params,
+    Row,
+    SchemaError,
+    Store,
+    StoreError,
+    Transaction,
+)
+from smartlic.collector.store.migrations import LATEST_VERSION, MIGRATIONS
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable, Iterator
+    from pathlib import Path
+
+SQLITE: Final = Dialect(
+    name="sqlite", id_column="INTEGER PRIMARY KEY AUTOINCREMENT", bytes_type="BLOB"
+)
+DEFAULT_BUSY_TIMEOUT: Final = 10.0
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """sqlite3's errors as the store's own, naming the file."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise ConstraintError(f"{path}: {exc}") from exc
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreError(
+                f"{path} is busy: another process held its write lock for too long"
+            ) from exc
+        raise StoreError(f"{path}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: {exc}") from exc
+
+
+class _SqliteTransaction(Transaction):
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self._path = path
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        with _translated(self._path):
+            cursor = await self._conn.execute(sql, params)
+            return cursor.rowcount
+
+    async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+        with _translated(self._path):
+            await self._conn.executemany(sql, rows)
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        with _translated(self._path):
+            # The connection's row factory (_dict_row) makes every row a dict.
+            return cast("list[Row]", list(await self._conn.execute_fetchall(sql, params)))
+
+
+class SqliteStore(Store):
+    dialect = SQLITE
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._turn = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, create: bool = False, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    ) -> Self:
+        """Open (with ``create``, make) the database at ``path`` and bring its schema up to date.
+
+        Without ``create`` a missing file is an error rather than a new empty database: a
+        mistyped ``--db`` should say so, not silently start from nothing.
+        """
+        if not create and not path.exists():  # noqa: ASYNC240 -- one stat, once per process, before connecting
+            raise StoreError(f"no collector database at {path}")
+        with _translated(path):
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        store = cls(conn, path)
+        try:
+            with _translated(path):
+                conn.row_factory = _dict_row  # type: ignore[assignment]  # aiosqlite types it as a class; sqlite3 takes any callable
+                await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+                if mode and next(iter(mode))["journal_mode"] != "wal":
+                    raise StoreError(f"{path}: cannot switch to WAL mode")
+                await conn.execute("PRAGMA foreign_keys = ON")
+                # FULL: a commit is on disk before the service acknowledges what it decided.
+                await conn.execute("PRAGMA synchronous = FULL")
+            await store._migrate()
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async with self.write() as tx:
+            await tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+            )
+        while True:
+            async with self.write() as tx:
+                # Read the version inside the write lock: two processes opening a new
+                # database at once must not both apply the same migration.
+                row = await tx.fetch_one("SELECT MAX(version) AS version FROM schema_migrations")
+                current = int(row["version"]) if row and row["version"] is not None else 0
+                if current > LATEST_VERSION:
+                    raise SchemaError(
+                        f"{self.path} has schema version {current}; this smartlic knows up to"
+                        f" {LATEST_VERSION} (upgrade smartlic)"
+                    )
+                pending = [m for m in MIGRATIONS if m.version > current]
+                if not pending:
+                    return
+                migration = pending[0]
+                for statement in migration.statements:
+                    await tx.execute(self.dialect.render(statement))
+                await tx.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                    (migration.version, migration.name),
+                )
+
+    async def schema_version(self) -> int:
+        async with self.read() as tx:
+            row = await tx.fetch_one("SELECT MAX(version) AS version FROM schema_migrations")
+            return int(row["version"]) if row and row["version"] is not None else 0
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, begin: str) -> AsyncIterator[Transaction]:
+        async with self._turn:
+            with _translated(self.path):
+                await self._conn.execute(begin)
+            try:
+                yield _SqliteTransaction(self._conn, self.path)
+                with _translated(self.path):
+                    await self._conn.execute("COMMIT")
+            except BaseException:
+                # Some errors (a full disk, an interrupt) make SQLite roll back by itself.
+                if self._conn.in_transaction:
+                    with _translated(self.path):
+                        await self._conn.execute("ROLLBACK")
+                raise
+
+    def write(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def read(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
+        return self._transaction("BEGIN")
+
+    async def close(self) -> None:
+        await self._conn.close()
