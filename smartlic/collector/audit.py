@@ -1,0 +1,225 @@
+"""The audit log: append-only and hash-chained, so an edited or deleted entry is detected.
+
+Each entry's hash is SHA-256 over the previous entry's hash and the entry's canonical content
+(its sequence number, time, actor, action, accounts, subject and before/after states as
+canonical JSON). ``audit_head`` holds the newest sequence number and hash, written in the same
+transaction as every append, so deleting the newest entries is caught as well as deleting or
+editing any other. :func:`verify` recomputes everything and says which entries are wrong.
+
+What this cannot catch: someone with write access to the database rewriting the *whole* chain
+and the head. Recording :attr:`Verdict.head_hash` somewhere else from time to time (a ticket, a
+log shipped off the machine) closes that gap: a rewritten chain no longer ends in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from smartlic.collector.store import Row, Transaction
+
+GENESIS_HASH: Final = "0" * 64
+_VERIFY_CHUNK: Final = 5000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """What happened: who did which action to what, and the state before and after."""
+
+    actor: str
+    action: str
+    subject: str
+    account_id: int | None = None
+    counterpart_id: int | None = None
+    """A second account the action touched (the holding account an order came from)."""
+    before: Mapping[str, object] | None = None
+    after: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    seq: int
+    at: int
+    actor: str
+    action: str
+    account_id: int | None
+    counterpart_id: int | None
+    subject: str
+    before: str | None
+    after: str | None
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> AuditRecord:
+        return cls(
+            seq=int(row["seq"]),
+            at=int(row["at"]),
+            actor=str(row["actor"]),
+            action=str(row["action"]),
+            account_id=_optional_int(row["account_id"]),
+            counterpart_id=_optional_int(row["counterpart_id"]),
+            subject=str(row["subject"]),
+            before=_optional_str(row["before_state"]),
+            after=_optional_str(row["after_state"]),
+            prev_hash=str(row["prev_hash"]),
+            hash=str(row["hash"]),
+        )
+
+    @property
+    def content_hash(self) -> str:
+        """What :attr:`hash` must be if nothing was edited."""
+        return entry_hash(
+            self.prev_hash,
+            [
+                self.seq,
+                self.at,
+                self.actor,
+                self.action,
+                self.account_id,
+                self.counterpart_id,
+                self.subject,
+                self.before,
+                self.after,
+            ],
+        )
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def canonical_json(value: Mapping[str, object] | None) -> str | None:
+    """One spelling per value (sorted keys, no spaces), so its hash is reproducible."""
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def entry_hash(prev_hash: str, content: Sequence[object]) -> str:
+    encoded = json.dumps(list(content), separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{prev_hash}\n{encoded}".encode()).hexdigest()
+
+
+async def append(tx: Transaction, entries: Iterable[AuditEntry], *, now: int) -> list[int]:
+    """Add ``entries`` to the end of the chain; their sequence numbers."""
+    entries = list(entries)
+    if not entries:
+        return []
+    head = await tx.fetch_one("SELECT seq, hash FROM audit_head WHERE id = 1")
+    if head is None:
+        message = "audit_head row is missing: the audit log was tampered with"
+        raise RuntimeError(message)
+    seq, prev = int(head["seq"]), str(head["hash"])
+    rows: list[tuple[object, ...]] = []
+    for entry in entries:
+        seq += 1
+        before, after = canonical_json(entry.before), canonical_json(entry.after)
+        content = [
+            seq,
+            now,
+            entry.actor,
+            entry.action,
+            entry.account_id,
+            entry.counterpart_id,
+            entry.subject,
+            before,
+            after,
+        ]
+        digest = entry_hash(prev, content)
+        rows.append((*content, prev, digest))
+        prev = digest
+    await tx.execute_many(
+        "INSERT INTO audit_log (seq, at, actor, action, account_id, counterpart_id, subject,"
+        " before_state, after_state, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    await tx.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, prev))
+    return [int(str(row[0])) for row in rows]
+
+
+async def entries(
+    tx: Transaction, *, account_id: int | None = None, since: int | None = None
+) -> list[AuditRecord]:
+    """The entries about one account (or all of them), oldest first, from ``since`` on."""
+    conditions, params = [], []
+    if account_id is not None:
+        conditions.append("(account_id = ? OR counterpart_id = ?)")
+        params += [account_id, account_id]
+    if since is not None:
+        conditions.append("at >= ?")
+        params.append(since)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    rows = await tx.fetch_all(f"SELECT * FROM audit_log {where} ORDER BY seq", params)  # noqa: S608 -- only fixed condition strings are interpolated
+    return [AuditRecord.from_row(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    entries: int
+    head_seq: int
+    head_hash: str
+    problems: tuple[str, ...]
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+
+def chain_problems(records: Iterable[AuditRecord], head_seq: int, head_hash: str) -> list[str]:
+    """Every way ``records`` (ordered by seq) and the head fail to form the chain."""
+    problems: list[str] = []
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    for record in records:
+        if record.seq != expected_seq:
+            problems.append(_missing(expected_seq, record.seq - 1))
+        elif record.prev_hash != prev_hash:
+            problems.append(
+                f"entry {record.seq} does not link to entry {record.seq - 1}"
+                " (one of them was edited)"
+            )
+        if record.content_hash != record.hash:
+            problems.append(f"entry {record.seq} was edited (its hash does not match its content)")
+        expected_seq, prev_hash = record.seq + 1, record.hash
+    last_seq = expected_seq - 1
+    if head_seq > last_seq:
+        problems.append(_missing(last_seq + 1, head_seq))
+    elif head_seq != last_seq or head_hash != prev_hash:
+        problems.append(f"the chain's head (entry {head_seq}) does not match the last entry")
+    return problems
+
+
+def _missing(first: int, last: int) -> str:
+    if first == last:
+        return f"entry {first} is missing (deleted)"
+    return f"entries {first}..{last} are missing (deleted)"
+
+
+async def verify(tx: Transaction) -> Verdict:
+    head = await tx.fetch_one("SELECT seq, hash FROM audit_head WHERE id = 1")
+    head_seq, head_hash = (int(head["seq"]), str(head["hash"])) if head else (-1, "")
+    records: list[AuditRecord] = []
+    after = -1
+    while True:
+        rows = await tx.fetch_all(
+            "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (after, _VERIFY_CHUNK)
+        )
+        if not rows:
+            break
+        records.extend(AuditRecord.from_row(row) for row in rows)
+        after = records[-1].seq
+    problems = chain_problems(records, head_seq, head_hash)
+    if head is None:
+        problems.append("the chain's head record is missing")
+    return Verdict(
+        entries=len(records), head_seq=head_seq, head_hash=head_hash, problems=tuple(problems)
+    )

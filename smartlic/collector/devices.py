@@ -1,0 +1,502 @@
+"""Devices: registration, latest counts, moves and deregistration — and the pool counters.
+
+Theory of operation: a registered device has a latest count per license tag
+(``device_usage``), and each pool's in-use counter (``pool_usage``) is the sum of those counts
+over the VA's registered devices. Every function here that changes a device's counts, its VA or
+its state applies the matching deltas to the pool counters in the same transaction, so the sum
+is never recomputed and never wrong. Administrative moves and deregistrations then re-evaluate
+the pools they touched, record the ones that flipped, and append to the change feed so the
+running service pushes notices.
+
+The service's batch path is :func:`find_devices` → :func:`apply_reports` → (compliance) →
+:func:`reserve_notice_seqs`: a handful of round trips per batch, whatever its size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final
+
+from smartlic.collector import audit
+from smartlic.collector.accounts import (
+    Account,
+    Policy,
+    find_account,
+    find_virtual_account,
+    refuse_consumption_in_holding_account,
+    virtual_accounts_of,
+)
+from smartlic.collector.audit import AuditEntry
+from smartlic.collector.changes import ChangeKind, PoolFlip, append_change
+from smartlic.collector.compliance import (
+    PoolKey,
+    apply_pool_deltas,
+    device_status,
+    load_pools,
+    reevaluate,
+)
+from smartlic.collector.errors import InvalidRequest, NotFound, Refused
+from smartlic.collector.rbac import Actor, Permission, Scope, authorize, authorized_vas
+from smartlic.collector.tokens import redeem_token
+from smartlic.protocol import (
+    Algorithm,
+    ComplianceStatus,
+    ErrorCode,
+    LocalProtocolError,
+    RegistrationToken,
+    Udi,
+    VerifyingKey,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+
+    from smartlic.collector.store import Row, Transaction
+
+
+class DeviceState(StrEnum):
+    REGISTERED = "registered"
+    DEREGISTERED = "deregistered"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceRecord:
+    """What the collector knows about a device, with its VA's names and policy."""
+
+    pk: int
+    """The store's key for the device (``device_id`` is the protocol's)."""
+    device_id: str
+    udi: Udi
+    algorithm: Algorithm
+    public_key: bytes
+    va_id: int
+    va_name: str
+    account_id: int
+    account_name: str
+    policy: Policy
+    state: DeviceState
+    registered_at: int
+    deregistered_at: int | None
+    last_seq: int
+    last_report_at: int | None
+    notice_seq: int
+    counts: Mapping[str, int]
+
+    @property
+    def registered(self) -> bool:
+        return self.state is DeviceState.REGISTERED
+
+    @property
+    def va_scope(self) -> Scope:
+        return Scope(f"{self.account_name}/{self.va_name}", self.account_id, self.va_id)
+
+    def verifying_key(self) -> VerifyingKey:
+        return VerifyingKey.from_raw(self.algorithm.key_type, self.public_key)
+
+    @classmethod
+    def from_row(cls, row: Row, counts: Mapping[str, int]) -> DeviceRecord:
+        def optional(name: str) -> int | None:
+            return None if row[name] is None else int(row[name])
+
+        return cls(
+            pk=int(row["id"]),
+            device_id=str(row["device_id"]),
+            udi=Udi.parse(str(row["udi"])),
+            algorithm=Algorithm(int(row["algorithm"])),
+            public_key=bytes(row["public_key"]),
+            va_id=int(row["va_id"]),
+            va_name=str(row["va_name"]),
+            account_id=int(row["account_id"]),
+            account_name=str(row["account_name"]),
+            policy=Policy(
+                report_interval=int(row["report_interval"]),
+                authorization_validity=int(row["auth_validity"]),
+            ),
+            state=DeviceState(str(row["state"])),
+            registered_at=int(row["registered_at"]),
+            deregistered_at=optional("deregistered_at"),
+            last_seq=int(row["last_seq"]),
+            last_report_at=optional("last_report_at"),
+            notice_seq=int(row["notice_seq"]),
+            counts=counts,
+        )
+
+
+_SELECT: Final = (
+    "SELECT d.*, va.name AS va_name, va.account_id, a.name AS account_name,"
+    " va.report_interval, va.auth_validity FROM devices d"
+    " JOIN virtual_accounts va ON va.id = d.va_id JOIN accounts a ON a.id = va.account_id"
+)
+
+
+async def _records(tx: Transaction, rows: Sequence[Row]) -> list[DeviceRecord]:
+    counts: defaultdict[int, dict[str, int]] = defaultdict(dict)
+    for usage in await tx.fetch_in(
+        "SELECT device_id, tag, count FROM device_usage WHERE device_id IN ({in})",
+        [int(row["id"]) for row in rows],
+    ):
+        counts[int(usage["device_id"])][str(usage["tag"])] = int(usage["count"])
+    return [DeviceRecord.from_row(row, counts.get(int(row["id"]), {})) for row in rows]
+
+
+async def find_devices(tx: Transaction, device_ids: Collection[str]) -> dict[str, DeviceRecord]:
+    """The known devices among ``device_ids`` (two round trips per 500 ids)."""
+    rows = await tx.fetch_in(f"{_SELECT} WHERE d.device_id IN ({{in}})", sorted(set(device_ids)))
+    return {record.device_id: record for record in await _records(tx, rows)}
+
+
+async def consumers(tx: Transaction, va_id: int, tags: Collection[str]) -> list[DeviceRecord]:
+    """The VA's registered devices that consume any of ``tags``: who a flip concerns."""
+    rows = await tx.fetch_in(
+        f"{_SELECT} WHERE d.va_id = ? AND d.state = 'registered' AND d.id IN"  # noqa: S608 -- fixed query text
+        " (SELECT device_id FROM device_usage WHERE tag IN ({in}))",
+        sorted(set(tags)),
+        (va_id,),
+    )
+    unique = {int(row["id"]): row for row in rows}
+    return await _records(tx, list(unique.values()))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewDevice:
+    udi: Udi
+    algorithm: Algorithm
+    public_key: bytes
+    va_id: int
+    token_pk: int | None = None
+
+
+async def register_devices(tx: Transaction, devices: Sequence[NewDevice], *, now: int) -> None:
+    """Register new devices, or re-register deregistered ones, in bulk (a trusted path: the
+    caller has checked tokens and keys). A re-registered device starts with no counts and a new
+    sequence window; its ``notice_seq`` keeps growing from where it was."""
+    rows = [
+        (d.udi.device_id, str(d.udi), int(d.algorithm), d.public_key, d.va_id, now, d.token_pk)
+        for d in devices
+    ]
+    await tx.execute_many(
+        "INSERT INTO devices (device_id, udi, algorithm, public_key, va_id, state,"
+        " registered_at, token_id) VALUES (?, ?, ?, ?, ?, 'registered', ?, ?)"
+        " ON CONFLICT (device_id) DO UPDATE SET udi = excluded.udi,"
+        " algorithm = excluded.algorithm, public_key = excluded.public_key,"
+        " va_id = excluded.va_id, state = 'registered', registered_at = excluded.registered_at,"
+        " deregistered_at = NULL, token_id = excluded.token_id, last_seq = 0,"
+        " last_report_at = NULL WHERE devices.state = 'deregistered'",
+        rows,
+    )
+    await tx.execute_many(
+        "DELETE FROM accepted_reports WHERE device_id ="
+        " (SELECT id FROM devices WHERE device_id = ? AND registered_at = ?)",
+        [(d.udi.device_id, now) for d in devices],
+    )
+
+
+async def register_device(
+    tx: Transaction,
+    *,
+    udi: Udi,
+    algorithm: Algorithm,
+    public_key: bytes,
+    token: RegistrationToken,
+    collector_fingerprint: bytes,
+    now: int,
+) -> tuple[DeviceRecord, bool]:
+    """Register a device with its token: the record, and whether it is a new registration.
+
+    Checks come before any write: a registered device with another key is refused (it must be
+    deregistered first); the same key again is a retry and gets the existing record without
+    spending a token use.
+    """
+    existing = (await find_devices(tx, [udi.device_id])).get(udi.device_id)
+    if existing is not None and existing.registered:
+        if existing.public_key == public_key:
+            return existing, False
+        raise Refused(
+            f"{udi} is already registered with another key; deregister it first",
+            code=ErrorCode.ALREADY_REGISTERED,
+        )
+    stored = await redeem_token(tx, token, collector_fingerprint=collector_fingerprint, now=now)
+    await register_devices(
+        tx,
+        [
+            NewDevice(
+                udi=udi,
+                algorithm=algorithm,
+                public_key=public_key,
+                va_id=stored.va_id,
+                token_pk=stored.id,
+            )
+        ],
+        now=now,
+    )
+    record = (await find_devices(tx, [udi.device_id]))[udi.device_id]
+    await audit.append(
+        tx,
+        [
+            AuditEntry(
+                actor=f"device {udi.device_id}",
+                action="device.register",
+                subject=f"device {udi}",
+                account_id=record.account_id,
+                after={"va": record.va_name, "token": stored.token_id, "algorithm": algorithm.name},
+            )
+        ],
+        now=now,
+    )
+    return record, True
+
+
+def latest_counts(previous: Mapping[str, int], reported: Mapping[str, int]) -> dict[str, int]:
+    """SPEC §3 counts each device's most recent count per tag: a report sets the tags it
+    names (0 included) and leaves the others at their last count. Zeros are dropped."""
+    merged = {**previous, **reported}
+    return {tag: count for tag, count in merged.items() if count > 0}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CountsUpdate:
+    """An accepted report's effect on its device: sequence number, time and counts."""
+
+    device: DeviceRecord
+    seq: int
+    received_at: int
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportsApplied:
+    deltas: Mapping[PoolKey, int]
+    """How much each pool's in-use counter moved (already applied)."""
+    counts: Mapping[str, Mapping[str, int]]
+    """Each reporting device's counts after the batch."""
+
+
+async def apply_reports(tx: Transaction, updates: Sequence[CountsUpdate]) -> ReportsApplied:
+    """Store a batch of accepted reports' counts and sequence numbers, and move the pool
+    counters by the difference, in a fixed handful of statements whatever the batch size.
+
+    Updates are applied in order; a device may appear more than once.
+    """
+    running: dict[int, dict[str, int]] = {}
+    devices: dict[int, DeviceRecord] = {}
+    deltas: defaultdict[PoolKey, int] = defaultdict(int)
+    last: dict[int, tuple[int, int]] = {}
+    for update in updates:
+        device = update.device
+        if not device.registered:
+            message = f"{device.device_id} is not registered; its reports cannot count"
+            raise RuntimeError(message)
+        before = running.get(device.pk, dict(device.counts))
+        after = latest_counts(before, update.counts)
+        for tag in before.keys() | after.keys():
+            deltas[device.va_id, tag] += after.get(tag, 0) - before.get(tag, 0)
+        running[device.pk], devices[device.pk] = after, device
+        last[device.pk] = (update.seq, update.received_at)
+    upserts, deletes = [], []
+    for pk, counts in running.items():
+        original = devices[pk].counts
+        upserts += [(pk, tag, n) for tag, n in counts.items() if original.get(tag) != n]
+        deletes += [(pk, tag) for tag in original if tag not in counts]
+    if upserts:
+        await tx.execute_many(
+            "INSERT INTO device_usage (device_id, tag, count) VALUES (?, ?, ?)"
+            " ON CONFLICT (device_id, tag) DO UPDATE SET count = excluded.count",
+            upserts,
+        )
+    if deletes:
+        await tx.execute_many("DELETE FROM device_usage WHERE device_id = ? AND tag = ?", deletes)
+    await tx.execute_many(
+        "UPDATE devices SET last_seq = ?, last_report_at = ? WHERE id = ?",
+        [(seq, at, pk) for pk, (seq, at) in last.items()],
+    )
+    await apply_pool_deltas(tx, deltas)
+    return ReportsApplied(
+        deltas={key: d for key, d in deltas.items() if d},
+        counts={devices[pk].device_id: counts for pk, counts in running.items()},
+    )
+
+
+async def reserve_notice_seqs(tx: Transaction, wanted: Mapping[int, int]) -> dict[int, int]:
+    """Take ``n`` notice sequence numbers for each device (by ``pk``); the last one taken.
+
+    A device's notices get ``last - n + 1 .. last``; numbers are never given out twice, even
+    across deregistration and re-registration.
+    """
+    if not wanted:
+        return {}
+    await tx.execute_many(
+        "UPDATE devices SET notice_seq = notice_seq + ? WHERE id = ?",
+        [(n, pk) for pk, n in wanted.items()],
+    )
+    rows = await tx.fetch_in("SELECT id, notice_seq FROM devices WHERE id IN ({in})", list(wanted))
+    return {int(row["id"]): int(row["notice_seq"]) for row in rows}
+
+
+async def _withdraw(tx: Transaction, device: DeviceRecord, *, now: int) -> None:
+    """Deregister: the device's counts leave its pool."""
+    await tx.execute("DELETE FROM device_usage WHERE device_id = ?", (device.pk,))
+    await tx.execute(
+        "UPDATE devices SET state = 'deregistered', deregistered_at = ? WHERE id = ?",
+        (now, device.pk),
+    )
+    await apply_pool_deltas(tx, {(device.va_id, t): -n for t, n in device.counts.items()})
+
+
+async def deregister(
+    tx: Transaction, device: DeviceRecord, *, actor: str, now: int
+) -> list[PoolFlip]:
+    """Deregister ``device`` (at its own request, or the service's); the pools that flipped.
+
+    Not written to the change feed: whoever calls this answers the device itself.
+    """
+    if not device.registered:
+        raise Refused(f"{device.udi} is not registered", code=ErrorCode.NOT_REGISTERED)
+    await _withdraw(tx, device, now=now)
+    flips = await reevaluate(tx, [device.va_id], actor=actor, now=now)
+    await audit.append(
+        tx,
+        [
+            AuditEntry(
+                actor=actor,
+                action="device.deregister",
+                subject=f"device {device.udi}",
+                account_id=device.account_id,
+                before={"state": str(device.state), "va": device.va_name},
+                after={"state": str(DeviceState.DEREGISTERED)},
+            )
+        ],
+        now=now,
+    )
+    return flips
+
+
+async def _device_account(tx: Transaction, name: str) -> Account:
+    account = await find_account(tx, name)
+    refuse_consumption_in_holding_account(account, "devices")
+    return account
+
+
+async def find_account_device(tx: Transaction, account: Account, udi_text: str) -> DeviceRecord:
+    """A device of ``account`` named by its UDI (``PID:SERIAL``)."""
+    try:
+        udi = Udi.parse(udi_text)
+    except LocalProtocolError as exc:
+        raise InvalidRequest(exc.message) from None
+    device = (await find_devices(tx, [udi.device_id])).get(udi.device_id)
+    if device is None or device.account_id != account.id:
+        raise NotFound(f"{account.name} has no device {udi}")
+    return device
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceChange:
+    device: DeviceRecord
+    flips: tuple[PoolFlip, ...]
+
+
+async def deregister_device(
+    tx: Transaction, actor: Actor, *, account_name: str, udi: str, now: int
+) -> DeviceChange:
+    """An administrator deregisters a device: it stops counting; the service tells it."""
+    account = await _device_account(tx, account_name)
+    device = await find_account_device(tx, account, udi)
+    authorize(actor, Permission.DEVICE_MANAGE, device.va_scope)
+    flips = await deregister(tx, device, actor=actor.email, now=now)
+    await append_change(
+        tx,
+        ChangeKind.DEVICE_DEREGISTER,
+        now=now,
+        account_id=account.id,
+        va_ids=[device.va_id],
+        flips=flips,
+        devices=[device.device_id],
+    )
+    return DeviceChange(device=device, flips=tuple(flips))
+
+
+async def move_device(
+    tx: Transaction, actor: Actor, *, account_name: str, udi: str, to_va: str, now: int
+) -> DeviceChange:
+    """Move a registered device to another VA of its smart account; its counts move along."""
+    account = await _device_account(tx, account_name)
+    device = await find_account_device(tx, account, udi)
+    target = await find_virtual_account(tx, account, to_va)
+    authorize(actor, Permission.DEVICE_MANAGE, device.va_scope)
+    authorize(actor, Permission.DEVICE_MANAGE, target.scope)
+    if not device.registered:
+        raise Refused(f"{device.udi} is deregistered; only registered devices can be moved")
+    if target.id == device.va_id:
+        raise Refused(f"{device.udi} is already in {target.name}")
+    await tx.execute("UPDATE devices SET va_id = ? WHERE id = ?", (target.id, device.pk))
+    deltas: dict[PoolKey, int] = {}
+    for tag, count in device.counts.items():
+        deltas[device.va_id, tag] = -count
+        deltas[target.id, tag] = count
+    await apply_pool_deltas(tx, deltas)
+    flips = await reevaluate(tx, [device.va_id, target.id], actor=actor.email, now=now)
+    await audit.append(
+        tx,
+        [
+            AuditEntry(
+                actor=actor.email,
+                action="device.move",
+                subject=f"device {device.udi}",
+                account_id=account.id,
+                before={"va": device.va_name},
+                after={"va": target.name},
+            )
+        ],
+        now=now,
+    )
+    await append_change(
+        tx,
+        ChangeKind.DEVICE_MOVE,
+        now=now,
+        account_id=account.id,
+        va_ids=[device.va_id, target.id],
+        flips=flips,
+        devices=[device.device_id],
+    )
+    moved = (await find_devices(tx, [device.device_id]))[device.device_id]
+    return DeviceChange(device=moved, flips=tuple(flips))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceView:
+    device: DeviceRecord
+    status: ComplianceStatus | None
+    """None for a deregistered device: it is not part of any pool."""
+
+
+async def list_devices(
+    tx: Transaction, actor: Actor, *, account_name: str, va_name: str | None, now: int
+) -> list[DeviceView]:
+    """The account's devices (one VA's), with each registered device's compliance now."""
+    account = await _device_account(tx, account_name)
+    if va_name is not None:
+        va = await find_virtual_account(tx, account, va_name)
+        authorize(actor, Permission.DEVICE_READ, va.scope)
+        visible = {va.id}
+    else:
+        vas = await virtual_accounts_of(tx, account)
+        visible = authorized_vas(
+            actor, Permission.DEVICE_READ, account.scope, [(v.id, v.name) for v in vas]
+        )
+    rows = await tx.fetch_in(
+        f"{_SELECT} WHERE d.va_id IN ({{in}})",
+        sorted(visible),
+    )
+    records = sorted(await _records(tx, rows), key=lambda r: r.device_id)
+    pools = await load_pools(tx, visible, now)
+    statuses: defaultdict[int, dict[str, ComplianceStatus]] = defaultdict(dict)
+    for (va_id, tag), pool in pools.items():
+        statuses[va_id][tag] = pool.status
+    return [
+        DeviceView(
+            device=r,
+            status=device_status(r.counts, statuses[r.va_id]) if r.registered else None,
+        )
+        for r in records
+    ]

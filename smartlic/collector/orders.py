@@ -1,0 +1,336 @@
+"""Orders: deposited into a smart account's VA or a partner holding account, and delivered
+from a holding account to a customer.
+
+An order number is unique across the site: depositing it twice is refused. Each line makes one
+lot of licenses (``licenses.py``). Delivering an order moves its lots from the holding account
+into a VA of the customer's smart account; a term line's start is moved up to the delivery, so
+a customer never receives licenses that were already ticking away in someone else's account.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from smartlic.collector import audit
+from smartlic.collector.accounts import (
+    Account,
+    AccountKind,
+    VirtualAccount,
+    account_by_id,
+    check_name,
+    find_account,
+    virtual_account_or_default,
+    virtual_accounts_by_id,
+    virtual_accounts_of,
+)
+from smartlic.collector.audit import AuditEntry
+from smartlic.collector.changes import ChangeKind, append_change
+from smartlic.collector.compliance import reevaluate
+from smartlic.collector.errors import InvalidRequest, NotFound, Refused
+from smartlic.collector.licenses import License, check_count, check_tag, move_lots
+from smartlic.collector.rbac import Actor, Permission, Scope, authorize, authorized_vas
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from smartlic.collector.store import Row, Transaction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderLine:
+    tag: str
+    quantity: int
+    starts_at: int | None = None
+    """Term licenses: active while starts_at ≤ now < ends_at. Perpetual: both None."""
+    ends_at: int | None = None
+
+    @property
+    def perpetual(self) -> bool:
+        return self.starts_at is None
+
+
+def check_order_line(line: OrderLine) -> OrderLine:
+    check_tag(line.tag)
+    check_count(line.quantity)
+    if (line.starts_at is None) != (line.ends_at is None):
+        raise InvalidRequest(f"{line.tag}: a term line has both a start and an end")
+    if line.starts_at is not None and line.ends_at is not None and line.starts_at >= line.ends_at:
+        raise InvalidRequest(f"{line.tag}: a term ends after it starts")
+    return line
+
+
+def delivered_term(
+    starts_at: int | None, ends_at: int | None, delivered_at: int
+) -> tuple[int | None, int | None]:
+    """A term line's start is never before the delivery to the smart account.
+
+    A term that ended before the delivery is delivered empty (start = end): it stays traceable
+    but never counts.
+    """
+    if starts_at is None or ends_at is None:
+        return starts_at, ends_at
+    start = max(starts_at, delivered_at)
+    return min(start, ends_at), ends_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Order:
+    number: str
+    ordered_on: int
+    deposited_at: int
+    origin: str
+    """The account it was deposited into."""
+    holder: str
+    """The account (and VA) that holds it now."""
+    delivered_at: int | None
+    lines: tuple[OrderLine, ...]
+
+
+async def _load_orders(tx: Transaction, rows: Sequence[Row]) -> list[Order]:
+    ids = [int(row["id"]) for row in rows]
+    lines: dict[int, list[OrderLine]] = {order_id: [] for order_id in ids}
+    for line in await tx.fetch_in(
+        "SELECT * FROM order_lines WHERE order_id IN ({in}) ORDER BY order_id, line_no", ids
+    ):
+        lines[int(line["order_id"])].append(
+            OrderLine(
+                tag=str(line["tag"]),
+                quantity=int(line["quantity"]),
+                starts_at=None if line["starts_at"] is None else int(line["starts_at"]),
+                ends_at=None if line["ends_at"] is None else int(line["ends_at"]),
+            )
+        )
+    vas = await virtual_accounts_by_id(
+        tx, sorted({int(r["va_id"]) for r in rows if r["va_id"] is not None})
+    )
+    names = {
+        int(r["id"]): str(r["name"])
+        for r in await tx.fetch_in(
+            "SELECT id, name FROM accounts WHERE id IN ({in})",
+            sorted({int(r[c]) for r in rows for c in ("account_id", "origin_account_id")}),
+        )
+    }
+    return [
+        Order(
+            number=str(row["number"]),
+            ordered_on=int(row["ordered_on"]),
+            deposited_at=int(row["deposited_at"]),
+            origin=names[int(row["origin_account_id"])],
+            holder=names[int(row["account_id"])]
+            + (f"/{vas[int(row['va_id'])].name}" if row["va_id"] is not None else ""),
+            delivered_at=None if row["delivered_at"] is None else int(row["delivered_at"]),
+            lines=tuple(lines[int(row["id"])]),
+        )
+        for row in rows
+    ]
+
+
+async def _order_row(tx: Transaction, number: str) -> Row:
+    row = await tx.fetch_one("SELECT * FROM orders WHERE number = ?", (number,))
+    if row is None:
+        raise NotFound(f"no order {number!r}")
+    return row
+
+
+async def deposit_order(
+    tx: Transaction,
+    actor: Actor,
+    *,
+    number: str,
+    ordered_on: int,
+    lines: Sequence[OrderLine],
+    account_name: str,
+    va_name: str | None = None,
+    now: int,
+) -> Order:
+    """Deposit an order into a smart account's VA (default VA if none) or a holding account."""
+    number = check_name("order number", number)
+    lines = [check_order_line(line) for line in lines]
+    if not lines:
+        raise InvalidRequest("an order has at least one line")
+    account = await find_account(tx, account_name)
+    va: VirtualAccount | None = None
+    if account.kind is AccountKind.HOLDING:
+        if va_name is not None:
+            raise InvalidRequest(f"{account.name} is a holding account: it has no VAs")
+        scope: Scope = account.scope
+    else:
+        va = await virtual_account_or_default(tx, account, va_name)
+        scope = va.scope
+    authorize(actor, Permission.ORDER_DEPOSIT, scope)
+    existing = await tx.fetch_one(
+        "SELECT origin_account_id FROM orders WHERE number = ?", (number,)
+    )
+    if existing is not None:
+        origin = await account_by_id(tx, int(existing["origin_account_id"]))
+        raise Refused(f"order {number} was already deposited (into {origin.name})")
+    row = await tx.fetch_one(
+        "INSERT INTO orders (number, ordered_on, deposited_at, origin_account_id, account_id,"
+        " va_id) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        (number, ordered_on, now, account.id, account.id, va.id if va else None),
+    )
+    if row is None:
+        message = "INSERT ... RETURNING gave no row"
+        raise RuntimeError(message)
+    order_id = int(row["id"])
+    for line_no, line in enumerate(lines, start=1):
+        line_row = await tx.fetch_one(
+            "INSERT INTO order_lines (order_id, line_no, tag, quantity, starts_at, ends_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (order_id, line_no, line.tag, line.quantity, line.starts_at, line.ends_at),
+        )
+        if line_row is None:
+            message = "INSERT ... RETURNING gave no row"
+            raise RuntimeError(message)
+        await tx.execute(
+            "INSERT INTO licenses (order_line_id, account_id, va_id, tag, quantity, starts_at,"
+            " ends_at, arrived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                int(line_row["id"]),
+                account.id,
+                va.id if va else None,
+                line.tag,
+                line.quantity,
+                line.starts_at,
+                line.ends_at,
+                now,
+            ),
+        )
+    flips = await reevaluate(tx, [va.id], actor=actor.email, now=now) if va else []
+    await audit.append(
+        tx,
+        [
+            AuditEntry(
+                actor=actor.email,
+                action="order.deposit",
+                subject=f"order {number} into {scope.label}",
+                account_id=account.id,
+                after={"lines": [_line_json(line) for line in lines], "ordered_on": ordered_on},
+            )
+        ],
+        now=now,
+    )
+    if va is not None:
+        await append_change(
+            tx,
+            ChangeKind.ORDER_DEPOSIT,
+            now=now,
+            account_id=account.id,
+            va_ids=[va.id],
+            flips=flips,
+        )
+    return (await _load_orders(tx, [await _order_row(tx, number)]))[0]
+
+
+def _line_json(line: OrderLine) -> dict[str, object]:
+    return {
+        "tag": line.tag,
+        "quantity": line.quantity,
+        "starts_at": line.starts_at,
+        "ends_at": line.ends_at,
+    }
+
+
+def require_in_holding_account(number: str, holder: Account) -> None:
+    """Only an order still in a partner holding account can be delivered to a customer."""
+    if holder.kind is not AccountKind.HOLDING:
+        raise Refused(
+            f"order {number} is in {holder.name}, not in a holding account: only orders in a"
+            " holding account can be transferred"
+        )
+
+
+async def transfer_order(
+    tx: Transaction,
+    actor: Actor,
+    *,
+    number: str,
+    to_account: str,
+    va_name: str | None,
+    now: int,
+) -> Order:
+    """Deliver an order from a holding account to a smart account's VA (default VA if none)."""
+    row = await _order_row(tx, number)
+    holding = await account_by_id(tx, int(row["account_id"]))
+    authorize(actor, Permission.ORDER_TRANSFER, holding.scope)
+    require_in_holding_account(number, holding)
+    customer = await find_account(tx, to_account)
+    if customer.kind is AccountKind.HOLDING:
+        raise Refused(
+            f"{customer.name} is a partner holding account: orders are delivered to a"
+            " customer's smart account"
+        )
+    va = await virtual_account_or_default(tx, customer, va_name)
+    lots = [
+        License.from_row(lot)
+        for lot in await tx.fetch_all(
+            "SELECT l.* FROM licenses l JOIN order_lines ol ON ol.id = l.order_line_id"
+            " WHERE ol.order_id = ? AND l.account_id = ? AND l.quantity > 0 ORDER BY l.id",
+            (int(row["id"]), holding.id),
+        )
+    ]
+    await move_lots(
+        tx,
+        [(lot, lot.quantity) for lot in lots],
+        account_id=customer.id,
+        va_id=va.id,
+        transfer_id=None,
+        now=now,
+        term=lambda lot: delivered_term(lot.starts_at, lot.ends_at, now),
+    )
+    await tx.execute(
+        "UPDATE orders SET account_id = ?, va_id = ?, delivered_at = ? WHERE id = ?",
+        (customer.id, va.id, now, int(row["id"])),
+    )
+    flips = await reevaluate(tx, [va.id], actor=actor.email, now=now)
+    await audit.append(
+        tx,
+        [
+            AuditEntry(
+                actor=actor.email,
+                action="order.transfer",
+                subject=f"order {number}",
+                account_id=customer.id,
+                counterpart_id=holding.id,
+                before={"holder": holding.name},
+                after={"holder": va.scope.label},
+            )
+        ],
+        now=now,
+    )
+    await append_change(
+        tx,
+        ChangeKind.ORDER_TRANSFER,
+        now=now,
+        account_id=customer.id,
+        va_ids=[va.id],
+        flips=flips,
+    )
+    return (await _load_orders(tx, [await _order_row(tx, number)]))[0]
+
+
+async def list_orders(tx: Transaction, actor: Actor, account_name: str) -> list[Order]:
+    """Orders held by the account or deposited into it (a holding account's delivered ones
+    too), restricted for VA-scoped readers to orders that landed in their VAs."""
+    account = await find_account(tx, account_name)
+    rows = await tx.fetch_all(
+        "SELECT * FROM orders WHERE account_id = ? OR origin_account_id = ? ORDER BY number",
+        (account.id, account.id),
+    )
+    if account.kind is AccountKind.HOLDING:
+        authorize(actor, Permission.ORDER_READ, account.scope)
+        return await _load_orders(tx, rows)
+    vas = await virtual_accounts_of(tx, account)
+    visible = authorized_vas(
+        actor, Permission.ORDER_READ, account.scope, [(v.id, v.name) for v in vas]
+    )
+    everything = actor.may(Permission.ORDER_READ, account.scope)
+    return await _load_orders(
+        tx,
+        [
+            row
+            for row in rows
+            if everything or (row["va_id"] is not None and int(row["va_id"]) in visible)
+        ],
+    )
