@@ -26,8 +26,8 @@ from smartlic.agent.actions import (
     RegistrationSucceeded,
 )
 from smartlic.agent.config import KEY_TYPES, KEYS, AgentConfig, build_config, read_config_file
-from smartlic.agent.core import CoreSettings
 from smartlic.agent.errors import AgentError, ConfigError, explain
+from smartlic.agent.settings import CoreSettings
 from smartlic.agent.statedir import load_or_create_key, locked, open_core, prepare
 from smartlic.agent.status import status_of
 from smartlic.agent.storage import FileStorage
@@ -55,6 +55,7 @@ _FLAG_HELP: Final[dict[str, str]] = {
     "usage_interval": "seconds between runs of the usage command (default 60)",
     "key_type": "device key type for a new key (default ed25519)",
     "report_debounce": "seconds of stable usage before a change is reported (default 5)",
+    "checkpoint_interval": "save the use clock at least this often, in seconds (default 600)",
     "hook": "command run on every state change (new and previous state appended)",
     "hook_timeout": "seconds a hook may run (default 30)",
     "topic_prefix": "MQTT topic prefix (default smartlic/v1)",

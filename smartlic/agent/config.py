@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from smartlic.agent.core import CoreSettings
 from smartlic.agent.errors import ConfigError
+from smartlic.agent.settings import CoreSettings
 from smartlic.mqtt.url import BrokerAddress, BrokerUrlError, TlsSettings, parse_broker_url
 from smartlic.protocol import KeyType, ProtocolError, Topics, Udi
 
@@ -39,6 +39,8 @@ class AgentConfig:
     key_type: str = "ed25519"
     report_debounce: float = 5.0
     """Seconds of stable usage before a change is reported (at most a minute after it)."""
+    checkpoint_interval: float = 600.0
+    """Save the use clock at least this often (flash wear vs. evaluation time lost in a crash)."""
     hook: str | None = None
     hook_timeout: float = 30.0
     topic_prefix: str = Topics().prefix
@@ -65,6 +67,7 @@ class AgentConfig:
         for name in (
             "usage_interval",
             "report_debounce",
+            "checkpoint_interval",
             "hook_timeout",
             "register_timeout",
             "reconnect_max",
@@ -93,6 +96,7 @@ class AgentConfig:
             topics=self.topics,
             debounce=self.report_debounce,
             debounce_max=max(60.0, self.report_debounce),
+            checkpoint_interval=self.checkpoint_interval,
         )
 
     def broker_address(self) -> BrokerAddress:
@@ -130,6 +134,7 @@ _TYPES: Final[dict[str, type]] = {
     "tls_key": Path,
     "usage_interval": float,
     "report_debounce": float,
+    "checkpoint_interval": float,
     "hook_timeout": float,
     "register_timeout": float,
     "reconnect_max": float,

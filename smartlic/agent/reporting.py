@@ -1,0 +1,104 @@
+"""Reports out: queue the one that is due, and send what the in-flight window allows.
+
+Each report gets the next sequence number and enters the outbox before anything is sent (the
+:class:`Persist` that :meth:`Device._finish` puts first carries it). Each transmission sets a
+retry deadline with exponential backoff and jitter; the answer, when it comes, retires the
+report (``replies.py``). While connected, at most ``window`` publishes await their PUBACK.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from smartlic.agent.actions import Publish, ReportQueued
+from smartlic.agent.device import Device
+from smartlic.agent.outbox import OutboxEntry
+from smartlic.agent.retry import backoff_delay, unit_interval
+from smartlic.protocol import UsageReport, seal
+from smartlic.protocol.fields import PERIOD_MAX
+
+if TYPE_CHECKING:
+    from smartlic.agent.actions import Action
+
+
+class Reporting(Device):
+    __slots__ = ()
+
+    def _pump(self, now: float, out: list[Action]) -> None:
+        """Queue the report that is due, then send what the window allows."""
+        clock = self._clock
+        if self._may_report() and any(
+            d is not None and clock.reached(d, now) for d in (self._next_report, self._usage_due)
+        ):
+            self._queue_report(now, out)
+        if not self._connected:
+            return
+        window = self._settings.window
+        room = self._room()
+        pending = self._pending
+        if pending is not None and not (self._pending_in_flight or self._pending_acked):
+            if room <= 0:
+                return
+            room -= 1
+            self._pending_in_flight = window is not None
+            self._pending_acked = window is None
+            self.counters.publishes += 1
+            out.append(
+                Publish(
+                    topic=self.uplink,
+                    payload=pending.payload,
+                    attempt=1,
+                    request_id=pending.request_id,
+                )
+            )
+        for entry in self._outbox:
+            if room <= 0:
+                break
+            if entry.in_flight or (entry.retry_at and not clock.reached(entry.retry_at, now)):
+                continue
+            room -= 1
+            out.append(self._send(entry, now))
+
+    def _send(self, entry: OutboxEntry, now: float) -> Publish:
+        s = self._settings
+        entry.attempts += 1
+        entry.in_flight = s.window is not None
+        if entry.first_sent_at is None:
+            entry.first_sent_at = now
+        delay = backoff_delay(
+            entry.attempts - 1,
+            base=s.retry_base,
+            cap=s.retry_cap,
+            unit=unit_interval(self._entropy),
+        )
+        entry.retry_at = self._clock.after(delay, now)
+        self.counters.publishes += 1
+        return Publish(
+            topic=self.uplink, payload=entry.payload, attempt=entry.attempts, seq=entry.seq
+        )
+
+    def _queue_report(self, now: float, out: list[Action]) -> None:
+        counts = dict.fromkeys(self._reported, 0) | self._usage
+        seq = self._next_seq
+        last = self._last_report_at
+        period = 0 if last is None else int(min(max(0.0, now - last), PERIOD_MAX))
+        report = UsageReport(
+            device_id=self.device_id,
+            seq=seq,
+            issued_at=int(now),
+            period=period,
+            counts=counts,
+            nonce=self._last_nonce,
+        )
+        entry = OutboxEntry(seq=seq, created_at=now, payload=seal(report, self._key))
+        self._next_seq = seq + 1
+        for dropped in self._outbox.add(entry):
+            self._dropped(dropped, f"compacted: the outbox keeps {self._outbox.limit}", now, out)
+        self._reported = {tag: n for tag, n in counts.items() if n}
+        self._usage_due = self._usage_since = None
+        interval = self._report_interval or self._settings.default_report_interval
+        self._next_report = self._clock.after(interval, now)
+        self._last_report_at = now
+        self._dirty = True
+        self.counters.reports_queued += 1
+        out.append(ReportQueued(seq=seq, counts=counts, at=now))
