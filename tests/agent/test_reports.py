@@ -266,3 +266,34 @@ def test_a_broker_outage_of_any_length_loses_no_report() -> None:
         core.outbox_depth,
         dict(harness.script.latest_counts[core.device_id]),
     )
+
+
+def test_a_full_window_waits_for_a_puback_not_for_a_timer() -> None:
+    """No busy loop: with the window full, the next timer is not "now"."""
+    core = new_core(CoreSettings(window=1))
+    harness = Harness(core)
+    harness.start()
+    harness.register()
+    harness.run(core.disconnected(T0 + 1), T0 + 1)
+    for n in range(1, 3):
+        harness.usage({TAG: n}, T0 + 100 * n)
+        harness.tick(T0 + 100 * n + 10)
+    core.connected(T0 + 1000)
+    timer = core.next_timer()
+    assert timer is not None
+    assert timer > T0 + 1000
+
+
+def test_when_idle_the_next_timer_is_the_checkpoint_or_the_next_report() -> None:
+    harness = registered(CoreSettings(checkpoint_interval=600.0))
+    assert T0 + 600 == harness.core.next_timer()
+
+
+def test_a_collector_that_keeps_refusing_as_replayed_is_not_hammered() -> None:
+    harness = registered(CoreSettings(seq_jump=1, retry_base=30.0))
+    harness.script.last_seq[harness.core.device_id] = 10**9
+    harness.usage({TAG: 3}, T0 + 100)
+    harness.tick(T0 + 106)
+    harness.tick(T0 + 107)
+    queued = of_type(harness.actions, ReportQueued)
+    assert 3 == len(queued)
