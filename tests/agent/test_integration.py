@@ -220,3 +220,34 @@ def test_run_without_a_broker_counts_evaluation_offline(tmp_path: Path) -> None:
     assert snapshot is not None
     assert (0, "EVALUATION", True) == (process.returncode, snapshot.state.value, snapshot.clean)
     assert "Traceback" not in err
+
+
+def test_a_p256_device_on_mqtt_5_registers_and_deregisters(
+    agent: Agent, collector: MqttCollector
+) -> None:
+    options = ("--key-type", "p256", "--mqtt-version", "5")
+    registered = agent.cli("register", "--token", collector.script.token(), *options)
+    deregistered = agent.cli("deregister", *options)
+    assert (0, 0, "EVALUATION") == (
+        registered.returncode,
+        deregistered.returncode,
+        agent.state(),
+    )
+    assert DEVICE not in collector.script.devices
+
+
+def test_sigterm_while_the_broker_is_down_still_stops_cleanly(
+    agent: Agent, collector: MqttCollector, mosquitto: MosquittoBroker
+) -> None:
+    assert 0 == agent.cli("register", "--token", collector.script.token()).returncode
+    agent.start()
+    wait_for(lambda: agent.state() == "AUTHORIZED")
+    collector.stop()
+    mosquitto.kill()
+    time.sleep(0.5)
+    code, err = agent.stop()
+    snapshot = agent.snapshot()
+    assert snapshot is not None
+    assert (0, True) == (code, snapshot.clean)
+    assert "Traceback" not in err
+    mosquitto.start()
