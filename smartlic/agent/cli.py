@@ -52,7 +52,7 @@ _FLAG_HELP: Final[dict[str, str]] = {
     "udi": "this device's UDI, PRODUCT_ID:SERIAL",
     "usage_file": "TOML file with a [usage] table of tag = count",
     "usage_command": "command printing tag=count lines",
-    "usage_interval": "seconds between runs of the usage command (default 60)",
+    "usage_interval": "seconds between runs of the usage command (default 60; the file: 2)",
     "key_type": "device key type for a new key (default ed25519)",
     "report_debounce": "seconds of stable usage before a change is reported (default 5)",
     "checkpoint_interval": "save the use clock at least this often, in seconds (default 600)",

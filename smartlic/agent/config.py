@@ -35,7 +35,8 @@ class AgentConfig:
     usage_file: Path | None = None
     usage_command: str | None = None
     usage_interval: float = 60.0
-    """Seconds between runs of ``usage_command`` (the file is checked every few seconds)."""
+    """Seconds between runs of ``usage_command``; a usage file is checked every 2 s, or this
+    often if shorter (a stat; it is re-read only when it changed)."""
     key_type: str = "ed25519"
     report_debounce: float = 5.0
     """Seconds of stable usage before a change is reported (at most a minute after it)."""

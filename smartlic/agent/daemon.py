@@ -286,7 +286,9 @@ class Daemon:
     def _poll_usage(self, now: float) -> None:
         if self.usage is None or now < self._next_usage_poll:
             return
-        interval = FILE_POLL if isinstance(self.usage, UsageFile) else self.config.usage_interval
+        interval = self.config.usage_interval
+        if isinstance(self.usage, UsageFile):
+            interval = min(FILE_POLL, interval)
         self._next_usage_poll = now + interval
         try:
             counts = self.usage.poll()

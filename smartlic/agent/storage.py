@@ -13,6 +13,7 @@ object itself, or its encoded bytes when asked to exercise the file format.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from smartlic.agent.snapshot import Snapshot
 
 STATE_FILE: Final = "state.cbor"
+_NO_HARD_LINKS: Final = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK})
 PRIVATE_MODE: Final = 0o600
 
 
@@ -98,14 +100,23 @@ class FileStorage:
         data = encode_snapshot(snapshot)
         try:
             if self.path.exists():
-                # A hard link keeps the current file in place while the new one is written:
-                # whatever moment a crash hits, state.cbor or state.cbor.prev is whole.
-                with contextlib.suppress(FileNotFoundError):
-                    self.previous.unlink()
-                os.link(self.path, self.previous)
+                self._keep_previous()
             write_private(self.path, data)
         except OSError as exc:
             raise StateFileError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def _keep_previous(self) -> None:
+        # A hard link keeps the current file in place while the new one is written: whatever
+        # moment a crash hits, state.cbor or state.cbor.prev is whole. File systems without
+        # hard links (FAT on a USB stick) get a copy instead.
+        with contextlib.suppress(FileNotFoundError):
+            self.previous.unlink()
+        try:
+            os.link(self.path, self.previous)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            write_private(self.previous, self.path.read_bytes())
 
     def _read(self, path: Path) -> Snapshot | None:
         try:

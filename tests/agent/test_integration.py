@@ -59,6 +59,8 @@ class Agent:
             str(self.usage_file),
             "--report-debounce",
             "0.2",
+            "--usage-interval",
+            "0.25",
         ]
 
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -251,3 +253,25 @@ def test_sigterm_while_the_broker_is_down_still_stops_cleanly(
     assert (0, True) == (code, snapshot.clean)
     assert "Traceback" not in err
     mosquitto.start()
+
+
+def test_a_killed_agent_resends_its_unanswered_report_and_jumps_ahead(
+    agent: Agent, collector: MqttCollector
+) -> None:
+    """SIGKILL with a report sent but unanswered: the next run sends it again, none is lost."""
+    assert 0 == agent.cli("register", "--token", collector.script.token()).returncode
+    agent.start()
+    wait_for(lambda: agent.state() == "AUTHORIZED")
+    collector.script.answer_reports = False
+    agent.set_usage(4)
+    wait_for(partial(outbox_holds, agent, 1))
+    assert agent.process is not None
+    agent.process.kill()
+    agent.process.communicate(timeout=10)
+    collector.script.answer_reports = True
+    agent.start()
+    wait_for(partial(outbox_holds, agent, 0))
+    agent.set_usage(5)
+    wait_for(lambda: [r.counts.get(TAG) for r in collector.script.reports][-1:] == [5])
+    assert 0 == agent.stop()[0]
+    assert [1, 2, 1003] == [r.seq for r in collector.script.reports]

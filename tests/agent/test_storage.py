@@ -239,3 +239,19 @@ def test_only_one_process_holds_the_state_directory(tmp_path: Path) -> None:
         locked(tmp_path),
     ):
         pass
+
+
+def test_without_hard_links_the_previous_copy_is_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAT has no hard links: the previous snapshot is copied instead."""
+
+    def no_link(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_link)
+    storage = FileStorage(tmp_path)
+    first = registered_snapshot()
+    storage.save(first)
+    storage.save(first)
+    assert first == decode_snapshot((tmp_path / "state.cbor.prev").read_bytes())
