@@ -26,6 +26,7 @@ from smartlic.agent.snapshot import StoredTag
 from smartlic.agent.states import LicenseEvent
 from smartlic.protocol import (
     Authorization,
+    DeregistrationResult,
     ErrorCode,
     ErrorNotice,
     OutOfComplianceNotice,
@@ -60,7 +61,9 @@ class Replies(Device):
     def _report_answered(
         self, message: CollectorMessage, now: float, out: list[Action], *, fresh: bool
     ) -> None:
-        seq = getattr(message, "in_reply_to", None)
+        if isinstance(message, RegistrationResult | DeregistrationResult):
+            return
+        seq = message.in_reply_to
         if not isinstance(seq, int):
             return
         entry, older = self._outbox.answered(seq)
@@ -79,7 +82,7 @@ class Replies(Device):
                 first_sent_at=entry.first_sent_at,
                 answered_at=now,
                 answer=message.message_type,
-                notice_seq=getattr(message, "notice_seq", 0),
+                notice_seq=message.notice_seq,
                 applied=fresh,
                 code=code,
             )
@@ -110,13 +113,12 @@ class Replies(Device):
         self._last_notice_seq = message.notice_seq
         self._dirty = True
         self.counters.notices_applied += 1
-        in_reply_to = getattr(message, "in_reply_to", None)
         if isinstance(message, ErrorNotice):
             out.append(
                 NoticeApplied(
                     kind=message.message_type,
                     notice_seq=message.notice_seq,
-                    in_reply_to=in_reply_to,
+                    in_reply_to=message.in_reply_to,
                     at=now,
                     code=message.code,
                 )
@@ -144,7 +146,7 @@ class Replies(Device):
             NoticeApplied(
                 kind=message.message_type,
                 notice_seq=message.notice_seq,
-                in_reply_to=in_reply_to,
+                in_reply_to=message.in_reply_to,
                 at=now,
             )
         )

@@ -15,7 +15,7 @@ from smartlic.agent.device import Device
 from smartlic.agent.outbox import OutboxEntry
 from smartlic.agent.retry import backoff_delay, unit_interval
 from smartlic.protocol import UsageReport, seal
-from smartlic.protocol.fields import PERIOD_MAX
+from smartlic.protocol.fields import MAX_TAGS, PERIOD_MAX
 
 if TYPE_CHECKING:
     from smartlic.agent.actions import Action
@@ -78,7 +78,11 @@ class Reporting(Device):
         )
 
     def _queue_report(self, now: float, out: list[Action]) -> None:
-        counts = dict.fromkeys(self._reported, 0) | self._usage
+        # A tag no longer in use is reported once as 0, so the collector stops counting it;
+        # a report carries at most MAX_TAGS tags, and zeros that do not fit wait their turn.
+        gone = sorted(tag for tag in self._reported if tag not in self._usage)
+        room = max(0, MAX_TAGS - len(self._usage))
+        counts = dict.fromkeys(gone[:room], 0) | self._usage
         seq = self._next_seq
         last = self._last_report_at
         period = 0 if last is None else int(min(max(0.0, now - last), PERIOD_MAX))
@@ -94,7 +98,8 @@ class Reporting(Device):
         self._next_seq = seq + 1
         for dropped in self._outbox.add(entry):
             self._dropped(dropped, f"compacted: the outbox keeps {self._outbox.limit}", now, out)
-        self._reported = {tag: n for tag, n in counts.items() if n}
+        waiting = {tag: self._reported[tag] for tag in gone[room:]}
+        self._reported = {tag: n for tag, n in counts.items() if n} | waiting
         self._usage_due = self._usage_since = None
         interval = self._report_interval or self._settings.default_report_interval
         self._next_report = self._clock.after(interval, now)

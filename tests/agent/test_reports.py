@@ -297,3 +297,21 @@ def test_a_collector_that_keeps_refusing_as_replayed_is_not_hammered() -> None:
     harness.tick(T0 + 107)
     queued = of_type(harness.actions, ReportQueued)
     assert 3 == len(queued)
+
+
+def test_tags_dropped_beyond_a_reports_capacity_are_zeroed_in_a_later_report() -> None:
+    """60 tags in use, then 10 others: the 60 zeros cannot all ride along at once."""
+    harness = registered()
+    old = {f"old-{n}": 1 for n in range(60)}
+    new = {f"new-{n}": 1 for n in range(10)}
+    harness.usage(old, T0 + 100)
+    harness.tick(T0 + 110)
+    harness.usage(new, T0 + 200)
+    first = of_type(harness.tick(T0 + 210), ReportQueued)
+    harness.usage(new | {"new-0": 2}, T0 + 300)
+    second = of_type(harness.tick(T0 + 310), ReportQueued)
+    zeroed = [
+        {t for t, n in q.counts.items() if t.startswith("old-") and n == 0}
+        for q in (*first, *second)
+    ]
+    assert (64, 60) == (len(first[0].counts), len(zeroed[0] | zeroed[1]))
