@@ -83,10 +83,13 @@ def check_batch(batch: list[Action], outbox_limit: int, persisted: set[int]) -> 
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(operations)
-def test_the_core_survives_any_interleaving(ops: list[tuple[str, object]]) -> None:
+@given(operations, st.sampled_from([1, 2, None]))
+def test_the_core_survives_any_interleaving(
+    ops: list[tuple[str, object]], window: int | None
+) -> None:
     limit = 4
-    harness = Harness(new_core(CoreSettings(outbox_limit=limit, window=2)))
+    harness = Harness(new_core(CoreSettings(outbox_limit=limit, window=window)))
+    harness.ack = window is not None
     harness.script.entitled = {TAG: 10}
     harness.deliver = False
     now = T0

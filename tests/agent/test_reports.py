@@ -315,3 +315,21 @@ def test_tags_dropped_beyond_a_reports_capacity_are_zeroed_in_a_later_report() -
         for q in (*first, *second)
     ]
     assert (64, 60) == (len(first[0].counts), len(zeroed[0] | zeroed[1]))
+
+
+def test_without_a_window_the_core_needs_no_pubacks() -> None:
+    """window=None: the transport bounds and retransmits; the core only retries on timers."""
+    harness = Harness(new_core(CoreSettings(window=None)), ack=False)
+    harness.script.entitled = {TAG: 10}
+    harness.start()
+    harness.register()
+    harness.run(harness.core.disconnected(T0 + 1), T0 + 1)
+    harness.usage({TAG: 3}, T0 + 100)
+    harness.tick(T0 + 110)
+    harness.run(harness.core.connected(T0 + 120), T0 + 120)
+    again = of_type(harness.run(harness.core.connected(T0 + 130), T0 + 130), Publish)
+    assert (LicenseState.AUTHORIZED, 0, []) == (
+        harness.core.state,
+        harness.core.outbox_depth,
+        again,
+    )
