@@ -98,6 +98,9 @@ class AgentStatus:
         return "\n".join(text)
 
 
+_VALID_STATES = (LicenseState.AUTHORIZED, LicenseState.OUT_OF_COMPLIANCE)
+
+
 def _rounded(value: float | None) -> int | None:
     return None if value is None else round(value)
 
@@ -117,6 +120,10 @@ def _expires(deadline: Deadline | None, *, now: float, elapsed: float) -> float 
 def status_of(snapshot: Snapshot, *, now: float, evaluation_period: float) -> AgentStatus:
     """The status a snapshot describes, ``now`` being the wall time to measure from."""
     state = snapshot.state
+    expires = _expires(snapshot.authorization, now=now, elapsed=snapshot.use_elapsed)
+    if state in _VALID_STATES and expires is not None and expires <= now:
+        # Saved while still valid by an agent that is not running now: what it would say.
+        state = LicenseState.AUTHORIZATION_EXPIRED
     tags: dict[str, TagStatus] = {}
     for tag in sorted({*snapshot.usage, *snapshot.tags}):
         count = snapshot.usage.get(tag, 0)
@@ -141,7 +148,6 @@ def status_of(snapshot: Snapshot, *, now: float, evaluation_period: float) -> Ag
         fingerprint = format_fingerprint(
             collector_key_from(snapshot.collector_key_type, key).fingerprint
         )
-    authorized = state in (LicenseState.AUTHORIZED, LicenseState.OUT_OF_COMPLIANCE)
     return AgentStatus(
         udi=snapshot.udi,
         state=state,
@@ -152,10 +158,8 @@ def status_of(snapshot: Snapshot, *, now: float, evaluation_period: float) -> Ag
         evaluation_remaining=max(0.0, evaluation_period - snapshot.evaluation_used)
         if not state.registered
         else None,
-        authorization_expires=_expires(
-            snapshot.authorization, now=now, elapsed=snapshot.use_elapsed
-        )
-        if authorized or state is LicenseState.AUTHORIZATION_EXPIRED
+        authorization_expires=expires
+        if state in _VALID_STATES or state is LicenseState.AUTHORIZATION_EXPIRED
         else None,
         next_report_at=_expires(snapshot.next_report, now=now, elapsed=snapshot.use_elapsed)
         if state.registered

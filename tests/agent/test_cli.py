@@ -10,7 +10,10 @@ from agent_support import T0, UDI, Harness, device_key, new_core
 from smartlic.agent import cli
 from smartlic.agent.config import KEYS, AgentConfig, build_config, read_config_file
 from smartlic.agent.errors import ConfigError
+from smartlic.agent.settings import CoreSettings
 from smartlic.agent.statedir import KEY_FILE
+from smartlic.agent.states import LicenseState
+from smartlic.agent.status import status_of
 from smartlic.agent.storage import FileStorage, write_private
 
 STATUS_KEYS = {"udi", "state", "virtual_account", "tags", "authorization_expires"}
@@ -150,3 +153,15 @@ def test_deregister_force_forgets_the_registration_locally(
     assert snapshot is not None
     assert (0, "EVALUATION") == (code, snapshot.state.value)
     assert "forgot the registration" in capsys.readouterr().out
+
+
+def test_status_of_a_stopped_agent_shows_an_authorization_that_ended_since(
+    tmp_path: Path,
+) -> None:
+    prepared_state(tmp_path)
+    snapshot = FileStorage(tmp_path).load()
+    assert snapshot is not None
+    assert snapshot.authorization is not None
+    later = snapshot.authorization.wall + 1
+    status = status_of(snapshot, now=later, evaluation_period=CoreSettings().evaluation_period)
+    assert LicenseState.AUTHORIZATION_EXPIRED is status.state
