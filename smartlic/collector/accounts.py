@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 from smartlic.collector.errors import InvalidRequest, NotFound, Refused
-from smartlic.collector.rbac import ROLE_PERMISSIONS, SITE, Actor, Permission, Scope, authorize
+from smartlic.collector.rbac import Actor, Permission, Scope, authorize_somewhere
 from smartlic.protocol import ErrorCode, LocalProtocolError
 from smartlic.protocol import fields as protocol_fields
 
@@ -276,8 +276,7 @@ async def list_accounts(tx: Transaction, actor: Actor) -> list[AccountSummary]:
         "  WHERE v.account_id = a.id AND v.is_default = 1) AS default_va"
         " FROM accounts a ORDER BY a.name"
     )
-    if not any(Permission.ACCOUNT_READ in ROLE_PERMISSIONS[g.role] for g in actor.grants):
-        authorize(actor, Permission.ACCOUNT_READ, SITE)
+    authorize_somewhere(actor, Permission.ACCOUNT_READ)
     visible = [row for row in rows if actor.reaches(Permission.ACCOUNT_READ, int(row["id"]))]
     return [
         AccountSummary(

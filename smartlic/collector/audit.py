@@ -18,13 +18,15 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from smartlic.collector.accounts import find_account
+from smartlic.collector.rbac import SITE, Actor, Permission, authorize
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
     from smartlic.collector.store import Row, Transaction
 
 GENESIS_HASH: Final = "0" * 64
-_VERIFY_CHUNK: Final = 5000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,8 +60,8 @@ class AuditRecord:
     @classmethod
     def from_row(cls, row: Row) -> AuditRecord:
         return cls(
-            seq=int(row["seq"]),
-            at=int(row["at"]),
+            seq=_optional_int(row["seq"]) or 0,
+            at=_optional_int(row["at"]) or 0,
             actor=str(row["actor"]),
             action=str(row["action"]),
             account_id=_optional_int(row["account_id"]),
@@ -71,27 +73,10 @@ class AuditRecord:
             hash=str(row["hash"]),
         )
 
-    @property
-    def content_hash(self) -> str:
-        """What :attr:`hash` must be if nothing was edited."""
-        return entry_hash(
-            self.prev_hash,
-            [
-                self.seq,
-                self.at,
-                self.actor,
-                self.action,
-                self.account_id,
-                self.counterpart_id,
-                self.subject,
-                self.before,
-                self.after,
-            ],
-        )
-
 
 def _optional_int(value: object) -> int | None:
-    return None if value is None else int(str(value))
+    # Lenient on purpose: an edited row must still display; verify() is what judges it.
+    return value if isinstance(value, int) else None
 
 
 def _optional_str(value: object) -> str | None:
@@ -105,9 +90,29 @@ def canonical_json(value: Mapping[str, object] | None) -> str | None:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def entry_hash(prev_hash: str, content: Sequence[object]) -> str:
-    encoded = json.dumps(list(content), separators=(",", ":"), ensure_ascii=False)
+CONTENT_COLUMNS: Final = (
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "account_id",
+    "counterpart_id",
+    "subject",
+    "before_state",
+    "after_state",
+)
+"""What an entry's hash covers, besides the previous hash."""
+
+
+def entry_hash(prev_hash: object, content: Sequence[object]) -> str:
+    # repr() for anything JSON cannot spell: a tampered row may hold a blob where text was.
+    encoded = json.dumps(list(content), separators=(",", ":"), ensure_ascii=False, default=repr)
     return hashlib.sha256(f"{prev_hash}\n{encoded}".encode()).hexdigest()
+
+
+def row_hash(row: Mapping[str, object]) -> str:
+    """What a stored row's hash must be if nothing in it was edited."""
+    return entry_hash(row["prev_hash"], [row[column] for column in CONTENT_COLUMNS])
 
 
 async def append(tx: Transaction, entries: Iterable[AuditEntry], *, now: int) -> list[int]:
@@ -175,21 +180,28 @@ class Verdict:
         return not self.problems
 
 
-def chain_problems(records: Iterable[AuditRecord], head_seq: int, head_hash: str) -> list[str]:
-    """Every way ``records`` (ordered by seq) and the head fail to form the chain."""
+def chain_problems(
+    rows: Iterable[Mapping[str, object]], head_seq: int, head_hash: str
+) -> list[str]:
+    """Every way the stored ``rows`` (ordered by seq) and the head fail to form the chain.
+
+    Rows are judged as stored, before any parsing, so an edit that changes a value's type is
+    caught like any other.
+    """
     problems: list[str] = []
     expected_seq, prev_hash = 1, GENESIS_HASH
-    for record in records:
-        if record.seq != expected_seq:
-            problems.append(_missing(expected_seq, record.seq - 1))
-        elif record.prev_hash != prev_hash:
-            problems.append(
-                f"entry {record.seq} does not link to entry {record.seq - 1}"
-                " (one of them was edited)"
-            )
-        if record.content_hash != record.hash:
-            problems.append(f"entry {record.seq} was edited (its hash does not match its content)")
-        expected_seq, prev_hash = record.seq + 1, record.hash
+    for row in rows:
+        seq = row["seq"]
+        if not isinstance(seq, int):
+            problems.append(f"an entry's sequence number was edited (it reads {seq!r})")
+            continue
+        if seq != expected_seq:
+            problems.append(_missing(expected_seq, seq - 1))
+        elif row["prev_hash"] != prev_hash:
+            problems.append(f"entry {seq} does not link to entry {seq - 1} (one was edited)")
+        if row_hash(row) != row["hash"]:
+            problems.append(f"entry {seq} was edited (its hash does not match its content)")
+        expected_seq, prev_hash = seq + 1, str(row["hash"])
     last_seq = expected_seq - 1
     if head_seq > last_seq:
         problems.append(_missing(last_seq + 1, head_seq))
@@ -205,21 +217,35 @@ def _missing(first: int, last: int) -> str:
 
 
 async def verify(tx: Transaction) -> Verdict:
+    """Recompute the whole chain; every problem found, naming the entries."""
     head = await tx.fetch_one("SELECT seq, hash FROM audit_head WHERE id = 1")
-    head_seq, head_hash = (int(head["seq"]), str(head["hash"])) if head else (-1, "")
-    records: list[AuditRecord] = []
-    after = -1
-    while True:
-        rows = await tx.fetch_all(
-            "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (after, _VERIFY_CHUNK)
-        )
-        if not rows:
-            break
-        records.extend(AuditRecord.from_row(row) for row in rows)
-        after = records[-1].seq
-    problems = chain_problems(records, head_seq, head_hash)
     if head is None:
-        problems.append("the chain's head record is missing")
+        return Verdict(
+            entries=0, head_seq=-1, head_hash="", problems=("the chain's head record is missing",)
+        )
+    rows = await tx.fetch_all("SELECT * FROM audit_log ORDER BY seq")
+    head_seq, head_hash = int(head["seq"]), str(head["hash"])
     return Verdict(
-        entries=len(records), head_seq=head_seq, head_hash=head_hash, problems=tuple(problems)
+        entries=len(rows),
+        head_seq=head_seq,
+        head_hash=head_hash,
+        problems=tuple(chain_problems(rows, head_seq, head_hash)),
     )
+
+
+async def trail(
+    tx: Transaction, actor: Actor, *, account_name: str | None, since: int | None
+) -> list[AuditRecord]:
+    """What ``audit ACCOUNT`` shows: the account's entries (every entry, for the site)."""
+    if account_name is None:
+        authorize(actor, Permission.AUDIT_READ, SITE)
+        return await entries(tx, since=since)
+    account = await find_account(tx, account_name)
+    authorize(actor, Permission.AUDIT_READ, account.scope)
+    return await entries(tx, account_id=account.id, since=since)
+
+
+async def verify_chain(tx: Transaction, actor: Actor) -> Verdict:
+    """What ``audit verify`` does: the whole chain checked, by the site operator."""
+    authorize(actor, Permission.AUDIT_VERIFY, SITE)
+    return await verify(tx)

@@ -146,6 +146,16 @@ def authorize(actor: Actor, permission: Permission, scope: Scope) -> None:
         )
 
 
+def authorize_somewhere(actor: Actor, permission: Permission) -> None:
+    """For what belongs to no scope (the collector key's fingerprint, one's own accounts):
+    any grant carrying ``permission`` will do."""
+    if not any(permission in ROLE_PERMISSIONS[grant.role] for grant in actor.grants):
+        raise PermissionDenied(
+            f"permission denied: {actor.email} lacks {permission} (no role grants it)",
+            permission=permission,
+        )
+
+
 def authorized_vas(
     actor: Actor, permission: Permission, account: Scope, vas: Iterable[tuple[int, str]]
 ) -> set[int]:

@@ -22,7 +22,15 @@ from smartlic.collector.accounts import (
 )
 from smartlic.collector.audit import AuditEntry
 from smartlic.collector.errors import Refused
-from smartlic.collector.rbac import SITE, Actor, Grant, Permission, Role, authorize
+from smartlic.collector.rbac import (
+    SITE,
+    Actor,
+    Grant,
+    Permission,
+    Role,
+    authorize,
+    authorize_somewhere,
+)
 from smartlic.collector.users import ensure_user, grant_role
 from smartlic.protocol import KeyType, format_fingerprint
 
@@ -47,6 +55,12 @@ async def site_info(tx: Transaction) -> SiteInfo:
         key_type=KeyType(str(row["key_type"])),
         key_fingerprint=bytes(row["key_fingerprint"]),
     )
+
+
+async def collector_key_info(tx: Transaction, actor: Actor) -> SiteInfo:
+    """What ``key show`` checks the key file against; any user may see it (tokens carry it)."""
+    authorize_somewhere(actor, Permission.KEY_READ)
+    return await site_info(tx)
 
 
 async def init_site(

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from smartlic.collector import audit, site
-from smartlic.collector.accounts import find_account, list_accounts
+from smartlic.collector.accounts import list_accounts
 from smartlic.collector.cli.framework import Command, Invocation
 from smartlic.collector.cli.output import Listing, Report
 from smartlic.collector.cli.values import format_time, parse_time
 from smartlic.collector.errors import Refused
-from smartlic.collector.rbac import SITE, Permission, authorize
 from smartlic.collector.signing_key import (
     SEED_BYTES,
     check_site_key,
@@ -64,8 +63,7 @@ async def _init(run: Invocation) -> Report:
 
 
 async def _key_show(run: Invocation) -> Report:
-    authorize(run.actor, Permission.KEY_READ, SITE)
-    info = await site.site_info(run.tx)
+    info = await site.collector_key_info(run.tx, run.actor)
     key = read_key_file(run.key_path)
     check_site_key(run.key_path, key, info.key_fingerprint)
     fingerprint = format_fingerprint(key.public.fingerprint)
@@ -132,15 +130,9 @@ def _audit_arguments(parser: argparse.ArgumentParser) -> None:
 async def _audit(run: Invocation) -> Listing | Report:
     if run.args.target == "verify" and run.args.account is None:
         return await _audit_verify(run)
-    name = run.args.account or run.args.target
-    if name is None:
-        authorize(run.actor, Permission.AUDIT_READ, SITE)
-        account_id = None
-    else:
-        account = await find_account(run.tx, name)
-        authorize(run.actor, Permission.AUDIT_READ, account.scope)
-        account_id = account.id
-    records = await audit.entries(run.tx, account_id=account_id, since=run.args.since)
+    records = await audit.trail(
+        run.tx, run.actor, account_name=run.args.account or run.args.target, since=run.args.since
+    )
     return Listing(
         ("seq", "at", "actor", "action", "subject", "before", "after"),
         [
@@ -159,20 +151,18 @@ async def _audit(run: Invocation) -> Listing | Report:
 
 
 async def _audit_verify(run: Invocation) -> Report:
-    authorize(run.actor, Permission.AUDIT_VERIFY, SITE)
-    verdict = await audit.verify(run.tx)
-    data: dict[str, str | int | bool | list[str] | None] = {
-        "intact": verdict.intact,
-        "entries": verdict.entries,
-        "head_seq": verdict.head_seq,
-        "head_hash": verdict.head_hash,
-        "problems": list(verdict.problems),
-    }
-    if verdict.intact:
-        return Report(
-            f"audit log intact: {verdict.entries} entries, head {verdict.head_hash}", data
-        )
-    raise Refused("audit log TAMPERED: " + "; ".join(verdict.problems))
+    verdict = await audit.verify_chain(run.tx, run.actor)
+    if not verdict.intact:
+        raise Refused("audit log TAMPERED: " + "; ".join(verdict.problems))
+    return Report(
+        f"audit log intact: {verdict.entries} entries, head {verdict.head_hash}",
+        {
+            "intact": verdict.intact,
+            "entries": verdict.entries,
+            "head_seq": verdict.head_seq,
+            "head_hash": verdict.head_hash,
+        },
+    )
 
 
 COMMANDS = (

@@ -88,6 +88,7 @@ class SqliteStore(Store):
         self._conn = conn
         self.path = path
         self._turn = asyncio.Lock()
+        self._holder: asyncio.Task[object] | None = None
 
     @classmethod
     async def open(
@@ -154,10 +155,15 @@ class SqliteStore(Store):
 
     @contextlib.asynccontextmanager
     async def _transaction(self, begin: str) -> AsyncIterator[Transaction]:
+        if self._holder is not None and self._holder is asyncio.current_task():
+            # Waiting for our own lock would hang forever; say what went wrong instead.
+            message = "a transaction is already open in this task; transactions do not nest"
+            raise RuntimeError(message)
         async with self._turn:
-            with _translated(self.path):
-                await self._conn.execute(begin)
+            self._holder = asyncio.current_task()
             try:
+                with _translated(self.path):
+                    await self._conn.execute(begin)
                 yield _SqliteTransaction(self._conn, self.path)
                 with _translated(self.path):
                     await self._conn.execute("COMMIT")
@@ -167,6 +173,8 @@ class SqliteStore(Store):
                     with _translated(self.path):
                         await self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._holder = None
 
     def write(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
         return self._transaction("BEGIN IMMEDIATE")

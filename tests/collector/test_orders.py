@@ -1,0 +1,285 @@
+"""Orders, deliveries from holding accounts, license transfers between VAs, provenance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from collector_support import ALICE, DAY, NOW, PAT, Site
+from smartlic.collector.compliance import usage
+from smartlic.collector.errors import InvalidRequest, Refused
+from smartlic.collector.licenses import License, choose_lots, provenance, transfer_licenses
+from smartlic.collector.orders import (
+    OrderLine,
+    check_order_line,
+    delivered_term,
+    deposit_order,
+    list_orders,
+    transfer_order,
+)
+
+NA = "network-advantage"
+
+
+def _where(where: dict[str, str | None]) -> dict[str, Any]:
+    return {"account_name": "ACME", "va_name": None, **where}
+
+
+async def _deposit(site: Site, number: str, *lines: OrderLine, **where: str | None) -> None:
+    await site.run(
+        deposit_order,
+        number=number,
+        ordered_on=NOW,
+        lines=list(lines),
+        now=NOW,
+        **_where(where),
+    )
+
+
+async def _pools(site: Site, *, at: int = NOW) -> dict[tuple[str, str], int]:
+    """(VA, tag) → purchased, as the usage view shows it."""
+    lines = await site.run(usage, account_name="ACME", va_name=None, now=at)
+    return {(u.va, u.tag): u.purchased for u in lines}
+
+
+async def test_a_deposit_into_a_va_adds_to_its_pool(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=10), va_name="Engineering")
+    assert {("Engineering", NA): 10} == await _pools(site)
+
+
+async def test_a_deposit_without_a_va_lands_in_the_default_va(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=10))
+    assert {("DEFAULT", NA): 10} == await _pools(site)
+
+
+async def test_depositing_the_same_order_twice_is_refused(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=10))
+    with pytest.raises(Refused, match="order PO-1 was already deposited"):
+        await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=10), account_name="PartnerCo")
+
+
+async def test_licenses_in_a_holding_account_count_nowhere(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=20), account_name="PartnerCo")
+    assert {} == await _pools(site)
+
+
+async def test_a_transferred_order_lands_in_the_chosen_va(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=20), account_name="PartnerCo")
+    await site.run(
+        transfer_order, as_=PAT, number="PO-1", to_account="ACME", va_name="Engineering", now=NOW
+    )
+    assert {("Engineering", NA): 20} == await _pools(site)
+
+
+async def test_a_transferred_order_without_a_va_lands_in_the_default_va(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=20), account_name="PartnerCo")
+    await site.run(transfer_order, as_=PAT, number="PO-1", to_account="ACME", va_name=None, now=NOW)
+    assert {("DEFAULT", NA): 20} == await _pools(site)
+
+
+async def test_a_term_line_starts_no_earlier_than_its_delivery(site: Site) -> None:
+    term = OrderLine(tag=NA, quantity=5, starts_at=NOW - 10 * DAY, ends_at=NOW + 365 * DAY)
+    await _deposit(site, "PO-1", term, account_name="PartnerCo")
+    await site.run(transfer_order, as_=PAT, number="PO-1", to_account="ACME", va_name=None, now=NOW)
+    lots = await site.run(provenance, account_name="ACME", va_name=None, tag=None, now=NOW)
+    assert [(NOW, NOW + 365 * DAY)] == [(lot.starts_at, lot.ends_at) for lot in lots]
+
+
+def test_a_term_that_starts_after_delivery_keeps_its_start() -> None:
+    assert (NOW + DAY, NOW + 2 * DAY) == delivered_term(NOW + DAY, NOW + 2 * DAY, NOW)
+
+
+def test_a_term_that_ended_before_delivery_is_delivered_empty() -> None:
+    assert (NOW - DAY, NOW - DAY) == delivered_term(NOW - 9 * DAY, NOW - DAY, NOW)
+
+
+def test_a_perpetual_line_is_delivered_as_it_is() -> None:
+    assert (None, None) == delivered_term(None, None, NOW)
+
+
+async def test_an_order_already_in_a_smart_account_cannot_be_transferred(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=5))
+    with pytest.raises(Refused, match="only orders in a holding account can be transferred"):
+        await site.run(transfer_order, number="PO-1", to_account="ACME", va_name=None, now=NOW)
+
+
+async def test_an_order_cannot_be_delivered_to_a_holding_account(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=5), account_name="PartnerCo")
+    with pytest.raises(Refused, match="delivered to a customer's smart account"):
+        await site.run(transfer_order, number="PO-1", to_account="PartnerCo", va_name=None, now=NOW)
+
+
+async def test_a_holding_account_lists_the_orders_it_delivered(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=5), account_name="PartnerCo")
+    await site.run(transfer_order, as_=PAT, number="PO-1", to_account="ACME", va_name=None, now=NOW)
+    orders = await site.run(list_orders, as_=PAT, account_name="PartnerCo")
+    assert [("PO-1", "PartnerCo", "ACME/DEFAULT")] == [
+        (o.number, o.origin, o.holder) for o in orders
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (OrderLine(tag="Bad Tag", quantity=1), "license tag"),
+        (OrderLine(tag=NA, quantity=0), "1.."),
+        (OrderLine(tag=NA, quantity=1, starts_at=NOW, ends_at=NOW), "ends after it starts"),
+        (OrderLine(tag=NA, quantity=1, starts_at=NOW), "both a start and an end"),
+    ],
+)
+def test_an_invalid_order_line_is_refused(line: OrderLine, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        check_order_line(line)
+
+
+async def test_a_license_transfer_moves_licenses_between_vas(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=10), va_name="Engineering")
+    await site.run(
+        transfer_licenses,
+        as_=ALICE,
+        account_name="ACME",
+        tag=NA,
+        count=4,
+        from_va="Engineering",
+        to_va="DEFAULT",
+        now=NOW,
+    )
+    assert {("DEFAULT", NA): 4, ("Engineering", NA): 6} == await _pools(site)
+
+
+async def test_a_transfer_larger_than_the_active_licenses_is_refused(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=3), va_name="Engineering")
+    with pytest.raises(
+        Refused, match="Engineering has 3 active network-advantage licenses; cannot transfer 5"
+    ):
+        await site.run(
+            transfer_licenses,
+            account_name="ACME",
+            tag=NA,
+            count=5,
+            from_va="Engineering",
+            to_va="DEFAULT",
+            now=NOW,
+        )
+
+
+async def test_licenses_not_yet_active_cannot_be_transferred(site: Site) -> None:
+    future = OrderLine(tag=NA, quantity=5, starts_at=NOW + DAY, ends_at=NOW + 9 * DAY)
+    await _deposit(site, "PO-1", future, va_name="Engineering")
+    with pytest.raises(Refused, match="has 0 active"):
+        await site.run(
+            transfer_licenses,
+            account_name="ACME",
+            tag=NA,
+            count=1,
+            from_va="Engineering",
+            to_va="DEFAULT",
+            now=NOW,
+        )
+
+
+async def test_a_transfer_that_leaves_the_source_short_is_allowed_and_reported(
+    site: Site,
+) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=5), va_name="Engineering")
+    [device] = await site.register("ACME", "Engineering", "S1")
+    await site.report(device, {NA: 4})
+    moved = await site.run(
+        transfer_licenses,
+        account_name="ACME",
+        tag=NA,
+        count=3,
+        from_va="Engineering",
+        to_va="DEFAULT",
+        now=NOW,
+    )
+    assert 2 == moved.source_shortfall
+
+
+async def test_no_overdraw_refuses_a_transfer_that_leaves_the_source_short(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=5), va_name="Engineering")
+    [device] = await site.register("ACME", "Engineering", "S1")
+    await site.report(device, {NA: 4})
+    with pytest.raises(Refused, match="--no-overdraw"):
+        await site.run(
+            transfer_licenses,
+            account_name="ACME",
+            tag=NA,
+            count=3,
+            from_va="Engineering",
+            to_va="DEFAULT",
+            now=NOW,
+            no_overdraw=True,
+        )
+
+
+async def test_a_transfer_to_the_same_va_is_refused(site: Site) -> None:
+    with pytest.raises(InvalidRequest, match="the same virtual account"):
+        await site.run(
+            transfer_licenses,
+            account_name="ACME",
+            tag=NA,
+            count=1,
+            from_va="DEFAULT",
+            to_va="DEFAULT",
+            now=NOW,
+        )
+
+
+def _lot(lot_id: int, quantity: int, ends_at: int | None) -> License:
+    return License(
+        id=lot_id,
+        order_line_id=1,
+        account_id=1,
+        va_id=1,
+        tag=NA,
+        quantity=quantity,
+        starts_at=None if ends_at is None else NOW - DAY,
+        ends_at=ends_at,
+        arrived_at=NOW,
+        transfer_id=None,
+        source_id=None,
+    )
+
+
+def test_a_transfer_takes_perpetual_licenses_then_the_longest_terms() -> None:
+    lots = [_lot(1, 2, NOW + DAY), _lot(2, 2, NOW + 9 * DAY), _lot(3, 2, None)]
+    picks = choose_lots(lots, 3, NOW)
+    assert [(3, 2), (2, 1)] == [(lot.id, take) for lot, take in picks]
+
+
+def test_a_transfer_never_takes_expired_licenses() -> None:
+    picks = choose_lots([_lot(1, 5, NOW - 1), _lot(2, 1, NOW + DAY)], 1, NOW)
+    assert [(2, 1)] == [(lot.id, take) for lot, take in picks]
+
+
+async def test_provenance_traces_a_pool_to_its_orders_and_transfers(site: Site) -> None:
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=10), va_name="Engineering")
+    await _deposit(site, "PO-2", OrderLine(tag=NA, quantity=20), account_name="PartnerCo")
+    await site.run(transfer_order, number="PO-2", to_account="ACME", va_name="Engineering", now=NOW)
+    await site.run(
+        transfer_licenses,
+        account_name="ACME",
+        tag=NA,
+        count=25,
+        from_va="Engineering",
+        to_va="DEFAULT",
+        now=NOW,
+    )
+    lots = await site.run(provenance, account_name="ACME", va_name="DEFAULT", tag=NA, now=NOW)
+    assert [
+        (
+            "PO-1",
+            10,
+            ("deposited into ACME/Engineering", "transfer #1 from Engineering to ACME/DEFAULT"),
+        ),
+        (
+            "PO-2",
+            15,
+            (
+                "deposited into PartnerCo",
+                "delivered to ACME/Engineering",
+                "transfer #1 from Engineering to ACME/DEFAULT",
+            ),
+        ),
+    ] == [(lot.order, lot.quantity, lot.history) for lot in lots]

@@ -1,0 +1,176 @@
+"""The SQLite store: migrations at open, WAL and foreign keys, one transaction per operation."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import TYPE_CHECKING
+
+import pytest
+from smartlic.collector.store import (
+    ConstraintError,
+    SchemaError,
+    Store,
+    StoreError,
+    open_store,
+)
+from smartlic.collector.store.migrations import LATEST_VERSION, MIGRATIONS
+from smartlic.collector.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+async def test_a_new_database_gets_every_migration(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "c.db", create=True)
+    try:
+        assert LATEST_VERSION == await store.schema_version()
+    finally:
+        await store.close()
+
+
+async def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
+    for _ in range(2):
+        store = await open_store(tmp_path / "c.db", create=True)
+        await store.close()
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        applied = conn.execute("SELECT version FROM schema_migrations").fetchall()
+    assert [(m.version,) for m in MIGRATIONS] == applied
+
+
+async def test_a_missing_database_is_an_error_not_a_new_file(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no collector database"):
+        await open_store(tmp_path / "typo.db")
+    assert not (tmp_path / "typo.db").exists()
+
+
+async def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    await store.close()
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 'from the future')", (999,))
+    with pytest.raises(SchemaError, match="schema version 999"):
+        await open_store(tmp_path / "c.db")
+
+
+async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "c.db").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(StoreError):
+        await open_store(tmp_path / "c.db")
+
+
+async def test_the_database_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    try:
+        async with store.read() as tx:
+            journal = await tx.fetch_one("PRAGMA journal_mode")
+            keys = await tx.fetch_one("PRAGMA foreign_keys")
+    finally:
+        await store.close()
+    assert journal == {"journal_mode": "wal"}
+    assert keys == {"foreign_keys": 1}
+
+
+async def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    try:
+        with pytest.raises(ConstraintError):
+            async with store.write() as tx:
+                await tx.execute(
+                    "INSERT INTO virtual_accounts (account_id, name, created_at)"
+                    " VALUES (42, 'x', 0)"
+                )
+    finally:
+        await store.close()
+
+
+async def test_an_interrupted_operation_leaves_nothing_half_done(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    try:
+        with pytest.raises(RuntimeError, match="crash"):
+            await _insert_then_crash(store)
+        async with store.read() as tx:
+            users = await tx.fetch_all("SELECT * FROM users")
+    finally:
+        await store.close()
+    assert [] == users
+
+
+async def _insert_then_crash(store: Store) -> None:
+    async with store.write() as tx:
+        await tx.execute("INSERT INTO users (email, created_at) VALUES ('a@b.c', 0)")
+        raise RuntimeError("crash")
+
+
+async def test_a_cancelled_operation_is_rolled_back(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    started = asyncio.Event()
+
+    async def slow_write() -> None:
+        async with store.write() as tx:
+            await tx.execute("INSERT INTO users (email, created_at) VALUES ('a@b.c', 0)")
+            started.set()
+            await asyncio.sleep(10)
+
+    try:
+        task = asyncio.create_task(slow_write())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with store.read() as tx:
+            users = await tx.fetch_all("SELECT * FROM users")
+    finally:
+        await store.close()
+    assert [] == users
+
+
+async def test_a_writer_waits_for_another_process_writer(tmp_path: Path) -> None:
+    """Two connections (the CLI and the service) take turns instead of failing."""
+    first = await open_store(tmp_path / "c.db", create=True)
+    second = await open_store(tmp_path / "c.db")
+    try:
+        async with first.write() as tx:
+            await tx.execute("INSERT INTO users (email, created_at) VALUES ('a@b.c', 0)")
+            waiting = asyncio.create_task(_insert(second, "d@e.f"))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+        await waiting
+        async with second.read() as tx:
+            emails = [r["email"] for r in await tx.fetch_all("SELECT email FROM users")]
+    finally:
+        await first.close()
+        await second.close()
+    assert ["a@b.c", "d@e.f"] == sorted(emails)
+
+
+async def _insert(store: Store, email: str) -> None:
+    async with store.write() as tx:
+        await tx.execute("INSERT INTO users (email, created_at) VALUES (?, 0)", (email,))
+
+
+async def test_fetch_in_reads_lists_longer_than_one_chunk(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    try:
+        async with store.write() as tx:
+            await tx.execute_many(
+                "INSERT INTO users (email, created_at) VALUES (?, 0)",
+                [(f"u{i}@x.y",) for i in range(1200)],
+            )
+            rows = await tx.fetch_in(
+                "SELECT email FROM users WHERE email IN ({in})", [f"u{i}@x.y" for i in range(1200)]
+            )
+    finally:
+        await store.close()
+    assert 1200 == len(rows)
+
+
+async def test_a_nested_transaction_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    try:
+        async with store.read():
+            with pytest.raises(RuntimeError, match="do not nest"):
+                async with store.write():
+                    pass
+    finally:
+        await store.close()
