@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
-from agent_support import T0, UDI, Harness, device_key, new_core
+from agent_support import UDI, Harness, device_key, new_core
 from smartlic.agent import cli
 from smartlic.agent.config import KEYS, AgentConfig, build_config, read_config_file
 from smartlic.agent.errors import ConfigError
@@ -56,9 +57,10 @@ def prepared_state(folder: Path) -> None:
     write_private(folder / KEY_FILE, device_key().to_pem())
     harness = Harness(new_core(), storage=FileStorage(folder))  # type: ignore[arg-type]
     harness.script.entitled = {"network-advantage": 10}
-    harness.start()
-    harness.usage({"network-advantage": 2}, T0)
-    harness.register(T0 + 1)
+    now = time.time()  # `status` measures validity from the real clock
+    harness.start(now)
+    harness.usage({"network-advantage": 2}, now)
+    harness.register(now + 1)
 
 
 def test_status_json_shows_what_the_issue_asks_for(
