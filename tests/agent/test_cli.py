@@ -10,12 +10,13 @@ import pytest
 from agent_support import UDI, Harness, device_key, new_core
 from smartlic.agent import cli
 from smartlic.agent.config import KEYS, AgentConfig, build_config, read_config_file
-from smartlic.agent.errors import ConfigError
+from smartlic.agent.errors import ConfigError, explain
 from smartlic.agent.settings import CoreSettings
 from smartlic.agent.statedir import KEY_FILE
 from smartlic.agent.states import LicenseState
 from smartlic.agent.status import status_of
 from smartlic.agent.storage import FileStorage, write_private
+from smartlic.protocol import ErrorCode
 
 STATUS_KEYS = {"udi", "state", "virtual_account", "tags", "authorization_expires"}
 STATUS_KEYS |= {"last_report_at", "outbox"}
@@ -167,3 +168,8 @@ def test_status_of_a_stopped_agent_shows_an_authorization_that_ended_since(
     later = snapshot.authorization.wall + 1
     status = status_of(snapshot, now=later, evaluation_period=CoreSettings().evaluation_period)
     assert LicenseState.AUTHORIZATION_EXPIRED is status.state
+
+
+@pytest.mark.parametrize("code", [c for c in ErrorCode if 300 <= c < 400], ids=lambda c: c.name)
+def test_every_collector_refusal_code_has_an_explanation(code: ErrorCode) -> None:
+    assert not explain(code).startswith("the collector refused the request")
