@@ -222,7 +222,7 @@ def main() -> None:
         f"  = {daemon.idle_rss / floor_signing:.2f} x floor with bindings"
         f" ({daemon.idle_rss / floor_bare:.2f} x bare floor); goal <= 1.25"
     )
-    print(f"agent after {args.reports} more reports             {daemon.busy_rss / mib:6.1f} MiB")
+    print(f"agent after {args.reports:2d} more reports            {daemon.busy_rss / mib:6.1f} MiB")
     print(f"idle CPU (clock tick {1000 / TICKS:.0f} ms)                 "
           f"{daemon.idle_cpu_rate * 1000:6.2f} ms/s")  # fmt: skip
     print(f"CPU per report, daemon (net of idle)         {daemon.cpu_per_report * 1000:6.2f} ms")
