@@ -279,6 +279,17 @@ async def next_license_change_at(
     )
 
 
+async def vas_with_license_changes(tx: Transaction, *, after: int, until: int) -> set[int]:
+    """The VAs where a license started or ended in ``(after, until]``: the ones to re-evaluate
+    when the clock passes those moments (or when the service starts after a while down)."""
+    rows = await tx.fetch_all(
+        "SELECT DISTINCT va_id FROM licenses WHERE quantity > 0 AND va_id IS NOT NULL"
+        " AND ((starts_at > ? AND starts_at <= ?) OR (ends_at > ? AND ends_at <= ?))",
+        (after, until, after, until),
+    )
+    return {int(row["va_id"]) for row in rows}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolUsage:
     """A line of the usage view."""

@@ -18,6 +18,7 @@ from smartlic.collector.compliance import (
     pool_compliance,
     reevaluate,
     usage,
+    vas_with_license_changes,
 )
 from smartlic.collector.licenses import transfer_licenses
 from smartlic.collector.orders import OrderLine, deposit_order
@@ -117,6 +118,16 @@ async def test_the_next_license_change_of_a_va_is_when_its_term_ends(site: Site)
     va_id = await _term_pool(site, quantity=5, ends_in=30 * DAY, using=0)
     async with site.store.read() as tx:
         assert NOW + 30 * DAY == await next_license_change_at(tx, NOW, [va_id])
+
+
+async def test_the_vas_to_reevaluate_are_those_whose_licenses_changed_meanwhile(
+    site: Site,
+) -> None:
+    va_id = await _term_pool(site, quantity=5, ends_in=30 * DAY, using=0)
+    async with site.store.read() as tx:
+        before = await vas_with_license_changes(tx, after=NOW, until=NOW + 30 * DAY - 1)
+        across = await vas_with_license_changes(tx, after=NOW, until=NOW + 30 * DAY)
+    assert (set(), {va_id}) == (before, across)
 
 
 async def test_reevaluating_at_the_end_of_a_term_records_the_flip(site: Site) -> None:
