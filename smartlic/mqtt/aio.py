@@ -60,6 +60,8 @@ class MqttMessage:
     mid: int
     retain: bool
     duplicate: bool
+    generation: int = 0
+    """Which connection it came on: a packet id only means this message on that connection."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +148,7 @@ class AsyncMqttClient:
         max_pending: int = 1000,
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[], None] | None = None,
+        on_published: Callable[[int], None] | None = None,
     ) -> None:
         self.client_id = client_id
         self.broker = broker
@@ -157,6 +160,10 @@ class AsyncMqttClient:
         self._on_message = on_message
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
+        self._on_published = on_published
+        self.generation = 0
+        """Counts connections; :meth:`ack` refuses messages of an earlier one."""
+        self._link_up = False
         self._max_pending = max_pending
         self._pending: set[int] = set()
         self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
@@ -338,9 +345,16 @@ class AsyncMqttClient:
             raise MqttError(f"publish failed: {paho.error_string(info.rc)}")
         return info.mid
 
-    def ack(self, mid: int, qos: int) -> None:
-        """Acknowledge a received message (manual_ack mode)."""
-        self._client.ack(mid, qos)
+    def ack(self, message: MqttMessage) -> bool:
+        """Acknowledge a received message (manual_ack mode); False when it is too late.
+
+        A message received on an earlier connection cannot be acknowledged any more: the
+        broker will deliver it again on this one (MQTT 3.1.1 §4.4), and its packet id may by
+        now name another message.
+        """
+        if message.qos == 0 or message.generation != self.generation or not self._link_up:
+            return False
+        return self._client.ack(message.mid, message.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def pause_reading(self) -> None:
         """Stop reading the socket: the broker sees TCP back-pressure."""
@@ -437,6 +451,9 @@ class AsyncMqttClient:
         if reason.is_failure:
             future.set_exception(MqttError(f"broker refused the connection: {reason}"))
         else:
+            # Before any message that follows the CONNACK is read: they belong to this one.
+            self.generation += 1
+            self._link_up = True
             future.set_result(bool(flags.session_present))
 
     def _handle_disconnect(
@@ -449,6 +466,7 @@ class AsyncMqttClient:
     ) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._link_up = False
         future = self._connack
         if future is not None and not future.done():
             future.set_exception(MqttError(f"disconnected before CONNACK: {reason}"))
@@ -467,6 +485,7 @@ class AsyncMqttClient:
                 mid=msg.mid,
                 retain=bool(msg.retain),
                 duplicate=bool(msg.dup),
+                generation=self.generation,
             )
         )
 
@@ -483,3 +502,5 @@ class AsyncMqttClient:
         self._pending.discard(mid)
         if len(self._pending) < self._max_pending:
             self._room.set()
+        if self._on_published is not None:
+            self._on_published(mid)

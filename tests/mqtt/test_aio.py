@@ -70,8 +70,8 @@ async def test_unacknowledged_messages_are_redelivered_after_reconnect(
     for n in range(5):
         await pub.publish("t/x", str(n).encode())
     await _until(lambda: len(first) == 5)
-    sub.ack(first[0].mid, 1)
-    sub.ack(first[1].mid, 1)
+    assert sub.ack(first[0])
+    assert sub.ack(first[1])
     await asyncio.sleep(0.1)
     sub._drop_socket()  # a crash: no DISCONNECT, nothing more acked
 
