@@ -51,6 +51,12 @@ class ServiceConfig:
     """Messages buffered before the service stops reading from the broker (back-pressure)."""
     crypto_threads: int = 2
     change_poll_ms: float = 200.0
+    receipt_retention_days: int = 30
+    """How long the answer to an accepted report is kept for answering duplicates."""
+    time_scale: float = 1.0
+    """For simulations only: run the clock this many times faster than real time."""
+    time_origin: int = 0
+    """For simulations only: the virtual time at start (0: the real time)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -82,7 +88,15 @@ _CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
     "log_format": ("auto", "json", "console"),
 }
 _POSITIVE: Final = frozenset(
-    {"batch_size", "intake_limit", "crypto_threads", "batch_linger_ms", "change_poll_ms"}
+    {
+        "batch_size",
+        "intake_limit",
+        "crypto_threads",
+        "batch_linger_ms",
+        "change_poll_ms",
+        "receipt_retention_days",
+        "time_scale",
+    }
 )
 
 

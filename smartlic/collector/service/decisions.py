@@ -23,6 +23,8 @@ from smartlic.protocol import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from smartlic.collector.accounts import Policy
+
 
 class SequenceVerdict(Enum):
     NEW = "new"
@@ -82,14 +84,6 @@ def refuse_unverified(reason: str, *, device_known: bool) -> Refusal:
     nothing: answering would let anyone make the collector sign messages for any topic.
     """
     return Refusal(code=ErrorCode.BAD_SIGNATURE, reason=reason, answer=device_known)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Policy:
-    """How often a virtual account's devices report and how long an authorization lasts."""
-
-    report_interval: int = 86_400
-    authorization_validity: int = 90 * 86_400
 
 
 def compliance_notice(

@@ -236,6 +236,26 @@ _INITIAL: Final = (
     ),
 )
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "initial schema", _INITIAL),)
+_SERVICE_STATE: Final = (
+    # Notices the service pushed (no report behind them), kept until the broker acknowledged
+    # them: written in the transaction that decided them, so a crash cannot lose one.
+    """CREATE TABLE notice_outbox (
+        id {id},
+        device_id TEXT NOT NULL,
+        payload {bytes} NOT NULL,
+        created_at BIGINT NOT NULL
+    )""",
+    # Positions the service keeps across restarts: the last change-feed id handled, the time
+    # up to which license terms were applied.
+    """CREATE TABLE service_state (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    )""",
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "initial schema", _INITIAL),
+    Migration(2, "service outbox and marks", _SERVICE_STATE),
+)
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

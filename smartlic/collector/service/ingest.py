@@ -1,0 +1,438 @@
+"""One batch of received messages: verify, decide, commit — then what to send.
+
+Theory of operation. A batch is handled in three steps so the database's write lock is held
+only for the deciding:
+
+1. **parse** every message (``intake.parse``) and, in one read transaction, load the keys of
+   the devices whose topics they came on;
+2. **verify** every signature in the crypto thread pool (reports and deregistrations with the
+   device's registered key, registrations with their own key: proof of possession);
+3. in **one write transaction**, decide each message in arrival order against the devices'
+   current records (replay window, clock skew, registration and token rules), apply the
+   accepted reports' counts to the pool counters, record the pools that flipped (audited),
+   number and sign every answer and push, and store accepted reports with their answers,
+   dead letters, and the pushes (in the notice outbox, so a crash cannot lose them).
+
+The caller publishes the returned messages after the commit and only then acknowledges the
+MQTT messages of the batch (SPEC §5). A crash before the commit loses nothing: the broker
+redelivers. A crash after it changes nothing twice: a redelivered report is a duplicate and
+gets its stored answer; the pushes are still in the outbox.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from smartlic.collector.compliance import PoolKey, load_pool_states, record_statuses
+from smartlic.collector.devices import (
+    CountsUpdate,
+    DeviceRecord,
+    DeviceState,
+    apply_reports,
+    deregister,
+    find_devices,
+    register_device,
+    reserve_notice_seqs,
+)
+from smartlic.collector.errors import Refused
+from smartlic.collector.receipts import (
+    AcceptedReport,
+    DeadLetter,
+    add_dead_letters,
+    find_accepted,
+    save_accepted,
+)
+from smartlic.collector.service.decisions import (
+    SequenceVerdict,
+    classify_sequence,
+    clock_skew_error,
+    refuse_unverified,
+    report_digest,
+)
+from smartlic.collector.service.intake import Parsed, parse
+from smartlic.collector.service.notices import ErrorRequest, NoticeRequest, number_notices
+from smartlic.collector.service.outbox import Outgoing, queue_pushes
+from smartlic.collector.service.pushes import pushes_for_flips
+from smartlic.protocol import (
+    CollectorMessage,
+    DeregistrationRequest,
+    DeregistrationResult,
+    ErrorCode,
+    Opened,
+    RegistrationRequest,
+    RegistrationResult,
+    UsageReport,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from smartlic.collector.changes import PoolFlip
+    from smartlic.collector.service.crypto import CryptoPool
+    from smartlic.collector.store import Store, Transaction
+    from smartlic.mqtt.aio import MqttMessage
+    from smartlic.protocol import SigningKey, Topics, VerifyingKey
+
+ACTOR = "collector"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    topics: Topics
+    key: SigningKey
+    fingerprint: bytes
+    clock_skew: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    item: Parsed
+    update: CountsUpdate
+    digest: bytes
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What deciding a batch produced, gathered for the end of its transaction."""
+
+    items: list[Parsed]
+    now: int
+    records: dict[str, DeviceRecord]
+    accepted: list[_Accepted] = field(default_factory=list)
+    pending: list[_Accepted] = field(default_factory=list)
+    """Accepted reports whose counts are not applied yet (applied in bulk by _flush)."""
+    duplicates: list[tuple[Parsed, Parsed | bytes]] = field(default_factory=list)
+    """Each with the report it copies in this batch, or the answer stored for it earlier."""
+    errors: list[tuple[Parsed, ErrorRequest]] = field(default_factory=list)
+    results: list[tuple[Parsed, DeviceRecord, RegistrationRequest | DeregistrationRequest]] = field(
+        default_factory=list
+    )
+    flips: list[PoolFlip] = field(default_factory=list)
+    pools: set[PoolKey] = field(default_factory=set)
+    """Pools whose usage this batch moved: evaluated, and recorded if they flipped."""
+    last_seq: dict[str, int] = field(default_factory=dict)
+    reports: dict[tuple[str, int], _Accepted] = field(default_factory=dict)
+
+
+class Ingest:
+    """Turns batches of MQTT messages into committed decisions and messages to send."""
+
+    def __init__(self, store: Store, crypto: CryptoPool, settings: Settings) -> None:
+        self.store = store
+        self.crypto = crypto
+        self.settings = settings
+
+    async def process(self, messages: Sequence[MqttMessage], now: int) -> list[Outgoing]:
+        """Decide a batch and commit; what to publish (answers in arrival order, then pushes)."""
+        items = [
+            parse(self.settings.topics, m.topic, m.payload, mid=m.mid, qos=m.qos) for m in messages
+        ]
+        await self._verify(items)
+        async with self.store.write() as tx:
+            return await self._decide(tx, items, now)
+
+    async def _verify(self, items: list[Parsed]) -> None:
+        ids = {item.device_id for item in items if item.device_id and item.opened}
+        async with self.store.read() as tx:
+            known = await find_devices(tx, ids) if ids else {}
+        work: list[tuple[Parsed, Opened, VerifyingKey]] = []
+        for item in items:
+            if item.opened is None or item.device_id is None:
+                continue
+            message = item.opened.message
+            if isinstance(message, RegistrationRequest):
+                work.append((item, item.opened, message.verifying_key))
+                continue
+            record = known.get(item.device_id)
+            if record is None:
+                item.refuse(
+                    ErrorCode.UNKNOWN_DEVICE, "no device is registered on this topic", answer=False
+                )
+                continue
+            work.append((item, item.opened, record.verifying_key()))
+        verdicts = await self.crypto.verify([(opened, key) for _, opened, key in work])
+        for (item, opened, key), problem in zip(work, verdicts, strict=True):
+            if problem is None:
+                item.verified_key = key
+            elif isinstance(opened.message, RegistrationRequest):
+                item.refuse(
+                    ErrorCode.PROOF_OF_POSSESSION,
+                    f"the request is not signed by the key it registers ({problem})",
+                    answer=True,
+                )
+            else:
+                refusal = refuse_unverified(problem, device_known=True)
+                item.refuse(refusal.code, refusal.reason, answer=refusal.answer)
+
+    async def _decide(self, tx: Transaction, items: list[Parsed], now: int) -> list[Outgoing]:
+        ids = {item.device_id for item in items if item.device_id}
+        batch = _Batch(items=items, now=now, records=await find_devices(tx, ids) if ids else {})
+        for item in items:
+            opened = item.opened
+            if opened is not None:
+                message = opened.message
+                if isinstance(message, UsageReport):
+                    await self._report(tx, batch, item, message)
+                elif isinstance(message, RegistrationRequest):
+                    await self._flush(tx, batch)
+                    await self._register(tx, batch, item, message)
+                elif isinstance(message, DeregistrationRequest):
+                    await self._flush(tx, batch)
+                    await self._deregister(tx, batch, item, message)
+            if item.refusal is not None:
+                self._answer_refusal(batch, item)
+        await self._flush(tx, batch)
+        return await self._finish(tx, batch)
+
+    def _answer_refusal(self, batch: _Batch, item: Parsed) -> None:
+        refusal = item.refusal
+        if refusal is None or not refusal.answer or item.device_id is None:
+            return
+        record = batch.records.get(item.device_id)
+        registering = refusal.code in _REGISTRATION_CODES
+        if record is None and not registering:
+            return
+        batch.errors.append(
+            (
+                item,
+                ErrorRequest(
+                    device_id=item.device_id,
+                    device_pk=record.pk if record else None,
+                    in_reply_to=item.reply_to,
+                    code=refusal.code,
+                    message=refusal.reason,
+                    collector_key=self.settings.key.public if registering else None,
+                ),
+            )
+        )
+
+    async def _report(
+        self, tx: Transaction, batch: _Batch, item: Parsed, report: UsageReport
+    ) -> None:
+        record = batch.records.get(report.device_id)
+        if record is None or item.verified_key is None:
+            item.refuse(
+                ErrorCode.UNKNOWN_DEVICE, "no device is registered on this topic", answer=False
+            )
+            return
+        if record.public_key != item.verified_key.raw:
+            item.refuse(
+                ErrorCode.BAD_SIGNATURE,
+                "the device's key changed while this was in flight",
+                answer=True,
+            )
+            return
+        if not record.registered:
+            item.refuse(ErrorCode.NOT_REGISTERED, "this device is not registered", answer=True)
+            return
+        assert item.opened is not None  # noqa: S101 -- _decide only hands over opened items
+        digest = report_digest(item.opened.envelope.payload)
+        last = batch.last_seq.get(record.device_id, record.last_seq)
+        earlier = batch.reports.get((record.device_id, report.seq))
+        stored = None
+        if report.seq <= last and earlier is None:
+            stored = (await find_accepted(tx, [(record.pk, report.seq)])).get(
+                (record.pk, report.seq)
+            )
+        accepted_digest = earlier.digest if earlier else stored.digest if stored else None
+        verdict = classify_sequence(
+            seq=report.seq, last_accepted=last, accepted_digest=accepted_digest, digest=digest
+        )
+        if verdict is SequenceVerdict.DUPLICATE:
+            batch.duplicates.append((item, earlier.item if earlier else stored.answer))  # type: ignore[union-attr]  # one of them is set for a duplicate
+            return
+        if verdict is SequenceVerdict.REPLAYED:
+            item.refuse(
+                ErrorCode.REPLAYED,
+                f"report {report.seq} is not above the last accepted one ({last})",
+                answer=True,
+            )
+            return
+        skew = clock_skew_error(
+            issued_at=report.issued_at, now=batch.now, window=self.settings.clock_skew
+        )
+        if skew is not None:
+            item.refuse(ErrorCode.CLOCK_SKEW, skew, answer=True)
+            return
+        accepted = _Accepted(
+            item=item,
+            update=CountsUpdate(
+                device=record, seq=report.seq, received_at=batch.now, counts=report.counts
+            ),
+            digest=digest,
+        )
+        batch.pending.append(accepted)
+        batch.last_seq[record.device_id] = report.seq
+        batch.reports[record.device_id, report.seq] = accepted
+
+    async def _flush(self, tx: Transaction, batch: _Batch) -> None:
+        """Apply the pending reports' counts (one bulk write) and refresh the records."""
+        if not batch.pending:
+            return
+        applied = await apply_reports(tx, [a.update for a in batch.pending])
+        for device_id, counts in applied.counts.items():
+            record = batch.records[device_id]
+            batch.pools.update((record.va_id, tag) for tag in (*record.counts, *counts))
+            batch.records[device_id] = dataclasses.replace(
+                record,
+                counts=counts,
+                last_seq=batch.last_seq[device_id],
+                last_report_at=batch.now,
+            )
+        batch.pools.update(applied.deltas)
+        batch.accepted.extend(batch.pending)
+        batch.pending.clear()
+
+    async def _register(
+        self, tx: Transaction, batch: _Batch, item: Parsed, request: RegistrationRequest
+    ) -> None:
+        try:
+            record, _ = await register_device(
+                tx,
+                udi=request.udi,
+                algorithm=request.algorithm,
+                public_key=request.public_key,
+                token=request.registration_token,
+                collector_fingerprint=self.settings.fingerprint,
+                now=batch.now,
+            )
+        except Refused as exc:
+            item.refuse(exc.code or ErrorCode.TOKEN_UNKNOWN, exc.message, answer=True)
+            return
+        batch.records[record.device_id] = record
+        batch.results.append((item, record, request))
+
+    async def _deregister(
+        self, tx: Transaction, batch: _Batch, item: Parsed, request: DeregistrationRequest
+    ) -> None:
+        record = batch.records.get(request.device_id)
+        if record is None or not record.registered:
+            item.refuse(ErrorCode.NOT_REGISTERED, "this device is not registered", answer=True)
+            return
+        batch.flips.extend(
+            await deregister(tx, record, actor=f"device {record.device_id}", now=batch.now)
+        )
+        batch.records[record.device_id] = dataclasses.replace(
+            record, state=DeviceState.DEREGISTERED, counts={}
+        )
+        batch.results.append((item, record, request))
+
+    async def _finish(self, tx: Transaction, batch: _Batch) -> list[Outgoing]:
+        now = batch.now
+        states = await load_pool_states(tx, batch.pools, now) if batch.pools else {}
+        batch.flips.extend(await record_statuses(tx, states.values(), actor=ACTOR, now=now))
+        answered = {a.update.device.device_id for a in batch.accepted}
+        pushes = await pushes_for_flips(tx, batch.flips, now=now, exclude=answered)
+        answers = [
+            NoticeRequest(
+                device=batch.records[a.update.device.device_id],
+                counts=batch.records[a.update.device.device_id].counts,
+                in_reply_to=a.update.seq,
+            )
+            for a in batch.accepted
+        ]
+        notices = await number_notices(
+            tx, [*answers, *pushes], [e for _, e in batch.errors], now=now, pools=states
+        )
+        results = await self._results(tx, batch)
+        sealed = await self.crypto.seal(self.settings.key, [*notices, *results])
+        answer_bytes = sealed[: len(answers)]
+        push_bytes = sealed[len(answers) : len(answers) + len(pushes)]
+        rest = sealed[len(answers) + len(pushes) :]
+        for accepted, payload in zip(batch.accepted, answer_bytes, strict=True):
+            accepted.item.answer = payload
+        for (item, _), payload in zip(batch.errors, rest[: len(batch.errors)], strict=True):
+            item.answer = payload
+        for (item, _, _), payload in zip(batch.results, rest[len(batch.errors) :], strict=True):
+            item.answer = payload
+        for item, source in batch.duplicates:
+            item.answer = source if isinstance(source, bytes) else source.answer
+        await save_accepted(
+            tx,
+            [
+                AcceptedReport(
+                    device_pk=a.update.device.pk,
+                    seq=a.update.seq,
+                    digest=a.digest,
+                    answer=a.item.answer or b"",
+                    accepted_at=now,
+                )
+                for a in batch.accepted
+            ],
+        )
+        await add_dead_letters(
+            tx,
+            [
+                DeadLetter(
+                    received_at=now,
+                    topic=item.topic,
+                    payload=item.stored_payload,
+                    reason=item.refusal.reason,
+                    code=int(item.refusal.code),
+                    device_id=item.device_id,
+                )
+                for item in batch.items
+                if item.refusal is not None
+            ],
+        )
+        queued = await queue_pushes(
+            tx, [(p.device.device_id, b) for p, b in zip(pushes, push_bytes, strict=True)], now=now
+        )
+        direct = [
+            Outgoing(device_id=item.device_id, payload=item.answer)
+            for item in batch.items
+            if item.answer is not None and item.device_id is not None
+        ]
+        return [*direct, *queued]
+
+    async def _results(self, tx: Transaction, batch: _Batch) -> list[CollectorMessage]:
+        """Registration and deregistration results, numbered like every notice."""
+        if not batch.results:
+            return []
+        wanted: dict[int, int] = {}
+        for _, record, _ in batch.results:
+            wanted[record.pk] = wanted.get(record.pk, 0) + 1
+        last = await reserve_notice_seqs(tx, wanted)
+        taken = {pk: last[pk] - n for pk, n in wanted.items()}
+        out: list[CollectorMessage] = []
+        for _, record, request in batch.results:
+            taken[record.pk] += 1
+            if isinstance(request, RegistrationRequest):
+                out.append(
+                    RegistrationResult(
+                        device_id=record.device_id,
+                        request_id=request.request_id,
+                        notice_seq=taken[record.pk],
+                        issued_at=batch.now,
+                        smart_account=record.account_name,
+                        virtual_account=record.va_name,
+                        report_interval=record.policy.report_interval,
+                        collector_key=self.settings.key.public,
+                    )
+                )
+            else:
+                out.append(
+                    DeregistrationResult(
+                        device_id=record.device_id,
+                        request_id=request.request_id,
+                        notice_seq=taken[record.pk],
+                        issued_at=batch.now,
+                    )
+                )
+        return out
+
+
+_REGISTRATION_CODES = frozenset(
+    {
+        ErrorCode.PROOF_OF_POSSESSION,
+        ErrorCode.TOKEN_UNKNOWN,
+        ErrorCode.TOKEN_EXPIRED,
+        ErrorCode.TOKEN_REVOKED,
+        ErrorCode.TOKEN_USED_UP,
+        ErrorCode.TOKEN_HOLDING_ACCOUNT,
+        ErrorCode.ALREADY_REGISTERED,
+        ErrorCode.MALFORMED_TOKEN,
+    }
+)

@@ -1,0 +1,416 @@
+"""``smartlic-collector run``: where the collector's bytes meet the network.
+
+One :class:`asyncio.TaskGroup`, named tasks:
+
+* ``mqtt`` — the broker connection (paho on this loop, manual acknowledgement, persistent
+  session, shared subscription), reconnecting with backoff after an outage;
+* ``ingest`` — takes received messages in batches, has :class:`~.ingest.Ingest` verify, decide
+  and commit them, publishes the answers and pushes, then acknowledges the batch in arrival
+  order (SPEC §5: acknowledged only once committed);
+* ``changes`` — polls the change feed the admin CLI writes and pushes notices for it;
+* ``expiry`` — sleeps until the next term license starts or ends, then re-evaluates;
+* ``outbox`` — clears pushed notices from the store once the broker acknowledged them, and
+  prunes old report receipts.
+
+Received messages wait in a bounded buffer; when it fills, the service stops reading the
+socket (TCP back-pressure on the broker) until the ingest task catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import structlog
+
+from smartlic.collector.compliance import next_license_change_at, reevaluate
+from smartlic.collector.receipts import DeadLetter, add_dead_letters, prune_accepted
+from smartlic.collector.service.clock import Clock
+from smartlic.collector.service.crypto import CryptoPool
+from smartlic.collector.service.ingest import ACTOR, Ingest, Settings
+from smartlic.collector.service.notices import number_notices
+from smartlic.collector.service.outbox import (
+    Outgoing,
+    forget_pushes,
+    queue_pushes,
+    service_mark,
+    set_service_mark,
+    unsent_pushes,
+)
+from smartlic.collector.service.pushes import (
+    pushes_for_changes,
+    pushes_for_expiry,
+    pushes_for_flips,
+)
+from smartlic.collector.signing_key import check_site_key, read_key_file
+from smartlic.collector.site import site_info
+from smartlic.collector.store import StoreError, open_store
+from smartlic.mqtt.aio import AsyncMqttClient, MqttError, MqttMessage
+from smartlic.protocol import ErrorCode, Topics
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from smartlic.collector.service.config import ServiceConfig
+    from smartlic.collector.service.notices import ErrorRequest, NoticeRequest
+    from smartlic.collector.store import Store, Transaction
+    from smartlic.protocol import SigningKey
+
+T = TypeVar("T")
+log = structlog.get_logger("smartlic.collector")
+
+_CHANGES_MARK: Final = "changes"
+_EXPIRY_MARK: Final = "expiry"
+_EXPIRY_RECHECK: Final = 30.0
+"""Real seconds between looks for license terms (a deposit may bring an earlier one)."""
+_RETRY_DELAY: Final = 1.0
+
+
+class CollectorService:
+    def __init__(self, config: ServiceConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock(scale=config.time_scale, origin=config.time_origin or None)
+        self.topics = Topics(prefix=config.topic_prefix)
+        self._intake: deque[MqttMessage] = deque()
+        self._arrived = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._paused = False
+        self._published: list[int] = []
+        self._outbox_mids: dict[int, int] = {}
+        self.processed = 0
+        self.started = asyncio.Event()
+        self._client: AsyncMqttClient | None = None
+        self._store: Store | None = None
+        self._crypto: CryptoPool | None = None
+        self._ingest: Ingest | None = None
+        self._key: SigningKey | None = None
+
+    def now(self) -> int:
+        return int(self.clock.now())
+
+    def stop(self) -> None:
+        """Begin a clean shutdown: stop reading, finish and commit what was received, ack."""
+        if not self._stopping.is_set():
+            log.info("collector.stopping")
+            self._stopping.set()
+            self._arrived.set()
+            if self._client is not None:
+                self._client.pause_reading()
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` (SIGTERM/SIGINT call it when installed by the CLI)."""
+        config = self.config
+        store = self._store = await open_store(config.db)
+        try:
+            async with store.read() as tx:
+                site = await site_info(tx)
+            key = self._key = read_key_file(config.key_path)
+            check_site_key(config.key_path, key, site.key_fingerprint)
+            crypto = self._crypto = CryptoPool(config.crypto_threads)
+            self._ingest = Ingest(
+                store,
+                crypto,
+                Settings(
+                    topics=self.topics,
+                    key=key,
+                    fingerprint=site.key_fingerprint,
+                    clock_skew=config.clock_skew,
+                ),
+            )
+            group = config.share_group
+            subscription = (
+                self.topics.shared_uplink_filter(group) if group else self.topics.uplink_filter
+            )
+            self._client = AsyncMqttClient(
+                client_id=config.client_id,
+                broker=config.broker_address(),
+                on_message=self._received,
+                subscriptions=[(subscription, 1)],
+                protocol=config.mqtt_protocol,
+                manual_ack=True,
+                max_pending=10_000,
+                on_connect=self._connected,
+                on_disconnect=lambda: log.warning("collector.broker_lost"),
+                on_published=self._published.append,
+            )
+            await self._startup()
+            log.info(
+                "collector.started",
+                broker=str(config.broker_address()),
+                subscription=subscription,
+                db=str(config.db),
+                time_scale=self.clock.scale,
+            )
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._mqtt(), name="mqtt")
+                tasks.create_task(self._ingest_loop(), name="ingest")
+                tasks.create_task(self._changes_loop(), name="changes")
+                tasks.create_task(self._expiry_loop(), name="expiry")
+                tasks.create_task(self._outbox_loop(), name="outbox")
+                self.started.set()
+        finally:
+            if self._crypto is not None:
+                self._crypto.close()
+            await store.close()
+            log.info("collector.stopped", processed=self.processed)
+
+    async def _startup(self) -> None:
+        """Catch up with what happened while the service was down."""
+        store, now = self._require_store(), self.now()
+        async with store.write() as tx:
+            mark = await service_mark(tx, _CHANGES_MARK)
+            if mark is None:
+                latest = await tx.fetch_one("SELECT MAX(id) AS id FROM changes")
+                await set_service_mark(tx, _CHANGES_MARK, int(latest["id"] or 0) if latest else 0)
+            # Terms may have started or ended while we were down: look at every pool once.
+            rows = await tx.fetch_all("SELECT DISTINCT va_id FROM pool_usage")
+            flips = await reevaluate(tx, [int(r["va_id"]) for r in rows], actor=ACTOR, now=now)
+            requests = await pushes_for_flips(tx, flips, now=now)
+            await self._queue(tx, requests, [], now)
+            await set_service_mark(tx, _EXPIRY_MARK, now)
+
+    async def _mqtt(self) -> None:
+        client = self._require_client()
+
+        def failed(error: MqttError, delay: float) -> None:
+            log.warning("collector.broker_unreachable", error=str(error), retry_in=round(delay, 2))
+
+        runner = asyncio.create_task(client.run(on_error=failed), name="mqtt-connection")
+        try:
+            await self._stopping.wait()
+            await self._drained.wait()
+        finally:
+            await client.disconnect()
+            await runner
+
+    def _connected(self, session_present: bool) -> None:  # noqa: FBT001 -- paho's callback shape
+        log.info("collector.connected", session_present=session_present)
+        # Anything pushed before a crash or outage and not yet acknowledged goes out again.
+        asyncio.get_running_loop().create_task(self._resend_outbox(), name="outbox-resend")
+
+    def _received(self, message: MqttMessage) -> None:
+        self._intake.append(message)
+        self._arrived.set()
+        if not self._paused and len(self._intake) >= self.config.intake_limit:
+            self._paused = True
+            self._require_client().pause_reading()
+            log.info("collector.backpressure", buffered=len(self._intake))
+
+    @property
+    def _drained(self) -> asyncio.Event:
+        event = getattr(self, "_drained_event", None)
+        if event is None:
+            event = self._drained_event = asyncio.Event()
+        return event
+
+    async def _ingest_loop(self) -> None:
+        client = self._require_client()
+        linger = self.config.batch_linger_ms / 1000
+        size = self.config.batch_size
+        while True:
+            if not self._intake:
+                if self._stopping.is_set():
+                    self._drained.set()
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            if len(self._intake) < size and not self._stopping.is_set():
+                await asyncio.sleep(linger)
+            batch = [self._intake.popleft() for _ in range(min(size, len(self._intake)))]
+            outgoing = await self._process(batch)
+            for message in outgoing:
+                mid = await client.publish(self.topics.downlink(message.device_id), message.payload)
+                if message.outbox_id is not None:
+                    self._outbox_mids[mid] = message.outbox_id
+            for received in batch:
+                client.ack(received)
+            self.processed += len(batch)
+            if self._paused and len(self._intake) <= self.config.intake_limit // 2:
+                self._paused = False
+                if not self._stopping.is_set():
+                    client.resume_reading()
+
+    async def _process(self, batch: Sequence[MqttMessage]) -> list[Outgoing]:
+        """Decide a batch; a store failure retries it (nothing is acked until it commits), and a
+        message that breaks the service itself is isolated and kept as a dead letter."""
+        ingest = self._require_ingest()
+        while True:
+            try:
+                return await ingest.process(batch, self.now())
+            except StoreError as exc:
+                log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
+                    "collector.store_failed", error=str(exc), batch=len(batch)
+                )
+                await asyncio.sleep(_RETRY_DELAY)
+            except Exception:
+                if len(batch) == 1:
+                    log.exception("collector.internal_error", topic=batch[0].topic)
+                    await self._bury(batch[0])
+                    return []
+                log.exception("collector.batch_failed", batch=len(batch))
+                outgoing: list[Outgoing] = []
+                for message in batch:
+                    outgoing.extend(await self._process([message]))
+                return outgoing
+
+    async def _bury(self, message: MqttMessage) -> None:
+        async with self._require_store().write() as tx:
+            await add_dead_letters(
+                tx,
+                [
+                    DeadLetter(
+                        received_at=self.now(),
+                        topic=message.topic,
+                        payload=message.payload[:65_536],
+                        reason="internal error while handling this message (see the service log)",
+                        code=int(ErrorCode.INTERNAL_ERROR),
+                    )
+                ],
+            )
+
+    async def _changes_loop(self) -> None:
+        """Administrative changes made by other processes reach devices within a poll."""
+        store = self._require_store()
+        interval = self.config.change_poll_ms / 1000
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._stopping.wait()
+            try:
+                async with store.read() as tx:
+                    mark = await service_mark(tx, _CHANGES_MARK) or 0
+                    latest = await tx.fetch_one("SELECT MAX(id) AS id FROM changes")
+                if latest is None or int(latest["id"] or 0) <= mark:
+                    continue
+                now = self.now()
+                async with store.write() as tx:
+                    mark = await service_mark(tx, _CHANGES_MARK) or 0
+                    new_mark, requests, errors = await pushes_for_changes(tx, mark, now=now)
+                    outgoing = await self._queue(tx, requests, errors, now)
+                    await set_service_mark(tx, _CHANGES_MARK, new_mark)
+                log.info("collector.changes", up_to=new_mark, pushes=len(outgoing))
+                await self._send(outgoing)
+            except StoreError as exc:
+                log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
+                    "collector.store_failed", task="changes", error=str(exc)
+                )
+
+    async def _expiry_loop(self) -> None:
+        """Term licenses start and end by the clock alone; pools may flip with no event."""
+        store = self._require_store()
+        while not self._stopping.is_set():
+            try:
+                async with store.read() as tx:
+                    mark = await service_mark(tx, _EXPIRY_MARK) or self.now()
+                    upcoming = await next_license_change_at(tx, mark)
+                wait = _EXPIRY_RECHECK
+                if upcoming is not None:
+                    wait = min(wait, self.clock.real_seconds(upcoming - self.now()))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(wait, 0.0)):
+                        await self._stopping.wait()
+                now = self.now()
+                if upcoming is None or upcoming > now:
+                    continue
+                async with store.write() as tx:
+                    since = await service_mark(tx, _EXPIRY_MARK) or mark
+                    requests = await pushes_for_expiry(tx, since, now, actor=ACTOR)
+                    outgoing = await self._queue(tx, requests, [], now)
+                    await set_service_mark(tx, _EXPIRY_MARK, now)
+                log.info("collector.license_terms", until=now, pushes=len(outgoing))
+                await self._send(outgoing)
+            except StoreError as exc:
+                log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
+                    "collector.store_failed", task="expiry", error=str(exc)
+                )
+                await asyncio.sleep(_RETRY_DELAY)
+
+    async def _outbox_loop(self) -> None:
+        store = self._require_store()
+        last_prune = 0.0
+        while not (self._stopping.is_set() and not self._outbox_mids):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._drained.wait()
+            done = [
+                self._outbox_mids.pop(mid) for mid in self._published if mid in self._outbox_mids
+            ]
+            self._published.clear()
+            try:
+                if done:
+                    async with store.write() as tx:
+                        await forget_pushes(tx, done)
+                if time.monotonic() - last_prune > 3600:
+                    last_prune = time.monotonic()
+                    cutoff = self.now() - self.config.receipt_retention_days * 86_400
+                    async with store.write() as tx:
+                        pruned = await prune_accepted(tx, before=cutoff)
+                    if pruned:
+                        log.info("collector.receipts_pruned", count=pruned)
+            except StoreError as exc:
+                log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
+                    "collector.store_failed", task="outbox", error=str(exc)
+                )
+            if self._stopping.is_set() and self._drained.is_set():
+                return
+
+    async def _resend_outbox(self) -> None:
+        async with self._require_store().read() as tx:
+            pending = await unsent_pushes(tx)
+        known = set(self._outbox_mids.values())
+        await self._send([p for p in pending if p.outbox_id not in known])
+
+    async def _queue(
+        self,
+        tx: Transaction,
+        requests: Sequence[NoticeRequest],
+        errors: Sequence[ErrorRequest],
+        now: int,
+    ) -> list[Outgoing]:
+        if not requests and not errors:
+            return []
+        notices = await number_notices(tx, requests, errors, now=now)
+        sealed = await self._require_crypto().seal(self._require_key(), notices)
+        return await queue_pushes(
+            tx, [(n.device_id, b) for n, b in zip(notices, sealed, strict=True)], now=now
+        )
+
+    async def _send(self, outgoing: Sequence[Outgoing]) -> None:
+        client = self._require_client()
+        for message in outgoing:
+            mid = await client.publish(self.topics.downlink(message.device_id), message.payload)
+            if message.outbox_id is not None:
+                self._outbox_mids[mid] = message.outbox_id
+
+    def _require_client(self) -> AsyncMqttClient:
+        return _required(self._client, "MQTT client")
+
+    def _require_store(self) -> Store:
+        return _required(self._store, "store")
+
+    def _require_crypto(self) -> CryptoPool:
+        return _required(self._crypto, "crypto pool")
+
+    def _require_ingest(self) -> Ingest:
+        return _required(self._ingest, "ingest")
+
+    def _require_key(self) -> SigningKey:
+        return _required(self._key, "signing key")
+
+
+def _required(value: T | None, what: str) -> T:
+    if value is None:
+        message = f"the service's {what} is used before run() set it up"
+        raise RuntimeError(message)
+    return value
+
+
+def install_signal_handlers(service: CollectorService) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, service.stop)
