@@ -7,8 +7,9 @@ import shutil
 from typing import TYPE_CHECKING
 
 import pytest
-from collector_support import Site, build_site
 from smartlic.collector.store import open_store
+
+from .collector_support import Site, build_site
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from collector_support import ALICE, DAY, NOW, OPERATOR, Site, udi_of
 from smartlic.collector import site as site_ops
 from smartlic.collector.accounts import (
     Policy,
@@ -26,6 +25,8 @@ from smartlic.collector.virtual_accounts import (
     set_default_virtual_account,
     set_policy,
 )
+
+from .collector_support import ALICE, DAY, NOW, OPERATOR, Site, udi_of
 
 
 async def test_a_new_smart_account_has_a_default_va_named_default(site: Site) -> None:

@@ -7,13 +7,14 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from collector_support import ALICE, NOW, OPERATOR, Site
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from smartlic.collector import audit
 from smartlic.collector.audit import AuditEntry
 from smartlic.collector.store import open_store
 from smartlic.collector.virtual_accounts import rename_virtual_account
+
+from .collector_support import ALICE, NOW, OPERATOR, Site
 
 
 async def test_setting_up_a_site_is_audited_step_by_step(site: Site) -> None:

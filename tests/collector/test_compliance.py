@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from collector_support import ALICE, DAY, NOW, Site
 from smartlic.collector import audit
 from smartlic.collector.changes import ChangeKind, PoolFlip, changes_since, latest_change_id
 from smartlic.collector.compliance import (
@@ -25,6 +24,8 @@ from smartlic.collector.orders import OrderLine, deposit_order
 from smartlic.collector.rbac import Role
 from smartlic.collector.users import add_user
 from smartlic.protocol import ComplianceStatus
+
+from .collector_support import ALICE, DAY, NOW, Site
 
 IN, OUT = ComplianceStatus.IN_COMPLIANCE, ComplianceStatus.OUT_OF_COMPLIANCE
 NA = "network-advantage"

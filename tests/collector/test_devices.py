@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from collector_support import COLLECTOR_KEY, NOW, Site, device_key, udi_of
 from smartlic.collector.changes import ChangeKind, changes_since
 from smartlic.collector.devices import (
     CountsUpdate,
@@ -31,6 +30,8 @@ from smartlic.collector.receipts import (
 )
 from smartlic.collector.tokens import create_token
 from smartlic.protocol import Algorithm, ComplianceStatus, ErrorCode, RegistrationToken, Udi
+
+from .collector_support import COLLECTOR_KEY, NOW, Site, device_key, udi_of
 
 NA = "network-advantage"
 UDI = Udi.parse("ISR4331/K9:FOC1234X")

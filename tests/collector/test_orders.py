@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from collector_support import ALICE, DAY, NOW, PAT, Site
 from smartlic.collector.compliance import usage
 from smartlic.collector.errors import InvalidRequest, Refused
 from smartlic.collector.licenses import License, choose_lots, provenance, transfer_licenses
@@ -17,6 +16,8 @@ from smartlic.collector.orders import (
     list_orders,
     transfer_order,
 )
+
+from .collector_support import ALICE, DAY, NOW, PAT, Site
 
 NA = "network-advantage"
 

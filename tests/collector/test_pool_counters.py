@@ -9,11 +9,12 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from collector_support import NOW, Site, udi_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from smartlic.collector.devices import deregister_device, move_device
 from smartlic.collector.store import open_store
+
+from .collector_support import NOW, Site, udi_of
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

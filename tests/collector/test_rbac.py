@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import pytest
-from collector_support import ALICE, NOW, OPERATOR, PAT, Site
 from smartlic.collector import audit
 from smartlic.collector import site as site_ops
 from smartlic.collector.accounts import list_accounts
@@ -36,6 +35,8 @@ from smartlic.collector.virtual_accounts import (
     set_default_virtual_account,
     set_policy,
 )
+
+from .collector_support import ALICE, NOW, OPERATOR, PAT, Site
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

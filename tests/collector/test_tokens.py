@@ -6,7 +6,6 @@ import random
 from typing import Any
 
 import pytest
-from collector_support import COLLECTOR_KEY, DAY, NOW, Site
 from smartlic.collector.errors import InvalidRequest, NotFound, Refused
 from smartlic.collector.site import create_smart_account
 from smartlic.collector.tokens import (
@@ -19,6 +18,8 @@ from smartlic.collector.tokens import (
     token_status,
 )
 from smartlic.protocol import ErrorCode, RegistrationToken, parse_token
+
+from .collector_support import COLLECTOR_KEY, DAY, NOW, Site
 
 
 def _entropy(seed: int = 7) -> random.Random:
