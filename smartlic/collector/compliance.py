@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from smartlic.collector import audit
 from smartlic.collector.accounts import (
-    find_smart_account,
+    find_account,
     find_virtual_account,
+    refuse_consumption_in_holding_account,
     virtual_accounts_by_id,
     virtual_accounts_of,
 )
@@ -312,7 +313,8 @@ async def usage(
     tx: Transaction, actor: Actor, *, account_name: str, va_name: str | None, now: int
 ) -> list[PoolUsage]:
     """Per VA and tag: purchased now, in use, balance and status, for the VAs the actor sees."""
-    account = await find_smart_account(tx, account_name, "usage: nothing in it is consumed")
+    account = await find_account(tx, account_name)
+    refuse_consumption_in_holding_account(account, "usage")
     if va_name is not None:
         va = await find_virtual_account(tx, account, va_name)
         authorize(actor, Permission.USAGE_READ, va.scope)

@@ -19,6 +19,7 @@ from smartlic.collector.compliance import (
     usage,
     vas_with_license_changes,
 )
+from smartlic.collector.errors import Refused
 from smartlic.collector.licenses import transfer_licenses
 from smartlic.collector.orders import OrderLine, deposit_order
 from smartlic.collector.rbac import Role
@@ -241,3 +242,8 @@ async def test_a_va_user_sees_the_usage_of_their_va_only(site: Site) -> None:
         usage, as_="bob@acme.example", account_name="ACME", va_name=None, now=NOW
     )
     assert ["Engineering"] == [u.va for u in lines]
+
+
+async def test_a_holding_account_has_no_usage(site: Site) -> None:
+    with pytest.raises(Refused, match="its licenses can never be consumed, so it has no usage"):
+        await site.run(usage, account_name="PartnerCo", va_name=None, now=NOW)
