@@ -28,7 +28,7 @@ from smartlic.collector.cli.framework import Command, run_cli
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-COMMAND_MODULES: Final = ("site", "accounts", "licenses", "devices", "users")
+COMMAND_MODULES: Final = ("site", "accounts", "licenses", "devices", "users", "run")
 
 
 def commands() -> list[Command]:

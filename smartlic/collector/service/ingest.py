@@ -25,6 +25,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import structlog
+
 from smartlic.collector.compliance import PoolKey, load_pool_states, record_statuses
 from smartlic.collector.devices import (
     CountsUpdate,
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
     from smartlic.protocol import SigningKey, Topics, VerifyingKey
 
 ACTOR = "collector"
+log = structlog.get_logger("smartlic.collector")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -361,6 +364,27 @@ class Ingest:
                 )
                 for a in batch.accepted
             ],
+        )
+        for item in batch.items:
+            if item.refusal is not None:
+                log.info(
+                    "collector.refused",
+                    device_id=item.device_id,
+                    mid=item.mid,
+                    in_reply_to=item.reply_to.hex()
+                    if isinstance(item.reply_to, bytes)
+                    else item.reply_to,
+                    code=item.refusal.code.name,
+                    reason=item.refusal.reason,
+                    answered=item.answer is not None,
+                )
+        log.debug(
+            "collector.batch",
+            messages=len(batch.items),
+            accepted=len(batch.accepted),
+            duplicates=len(batch.duplicates),
+            flips=len(batch.flips),
+            pushes=len(pushes),
         )
         await add_dead_letters(
             tx,

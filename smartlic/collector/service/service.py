@@ -92,6 +92,11 @@ class CollectorService:
     def now(self) -> int:
         return int(self.clock.now())
 
+    async def wait_ready(self) -> None:
+        """Until the service runs and its subscription is in place."""
+        await self.started.wait()
+        await self._require_client().wait_connected()
+
     def stop(self) -> None:
         """Begin a clean shutdown: stop reading, finish and commit what was received, ack."""
         if not self._stopping.is_set():
