@@ -130,7 +130,7 @@ class AsyncMqttClient:
     ``on_message`` is called on the loop for every message received (keep it quick: hand the
     message to a queue or a sans-I/O core). With ``manual_ack=True`` every QoS 1 message must
     be acknowledged with :meth:`ack`, in arrival order, once it is safely handled.
-    ``subscriptions`` are (re)made on every connection whose session the broker did not keep.
+    ``subscriptions`` are made again on every connection (see :meth:`connect`).
     """
 
     def __init__(  # noqa: PLR0913 -- these are the knobs of an MQTT session
@@ -255,12 +255,15 @@ class AsyncMqttClient:
             self._drop_socket()
             raise
         _Ticker.of(self._loop).add(self)
-        if not session_present or self.clean_start:
-            try:
-                await self._subscribe_all()
-            except MqttError:
-                self._drop_socket()
-                raise
+        # Subscribe on every connection, even when the broker kept the session: Mosquitto
+        # 2.0.11 (measured here) restores plain subscriptions from its persistence file after a
+        # restart but silently drops shared ones ($share/...), while still reporting the
+        # session as present. Subscribing again to what exists is harmless (MQTT 3.1.1 §3.8.4).
+        try:
+            await self._subscribe_all()
+        except MqttError:
+            self._drop_socket()
+            raise
         self._connected.set()
         if self._on_connect is not None:
             self._on_connect(session_present)
@@ -338,11 +341,13 @@ class AsyncMqttClient:
             self._room.clear()
             await self._room.wait()
         info = self._client.publish(topic, payload, qos)
-        if qos > 0 and info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            if not info.is_published():
-                self._pending.add(info.mid)
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0:
+            # Queued by paho for the next connection of this session (is_published() raises).
+            self._pending.add(info.mid)
         elif info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise MqttError(f"publish failed: {paho.error_string(info.rc)}")
+        elif qos > 0 and not info.is_published():
+            self._pending.add(info.mid)
         return info.mid
 
     def ack(self, message: MqttMessage) -> bool:

@@ -128,3 +128,24 @@ async def test_connecting_to_a_closed_port_raises_mqtt_error(mosquitto: Mosquitt
     client = _client(mosquitto, "nobody")
     with pytest.raises(MqttError, match="cannot connect"):
         await client.connect(timeout=2)
+
+
+async def test_a_shared_subscription_survives_a_broker_restart(mosquitto: MosquittoBroker) -> None:
+    """Mosquitto 2.0 forgets shared subscriptions when it restarts yet reports the session as
+    present; the client subscribes again on every connection, so the collector keeps
+    receiving."""
+    inbox: list[MqttMessage] = []
+    collector = _client(mosquitto, "collector", inbox, subscriptions=(("$share/g/t/+", 1),))
+    await collector.connect()
+    await collector.disconnect()
+    mosquitto.restart()
+    await collector.connect()
+    publisher = _client(mosquitto, "pub")
+    await publisher.connect()
+
+    await publisher.publish("t/1", b"after restart")
+    await _until(lambda: inbox)
+
+    assert [b"after restart"] == [m.payload for m in inbox]
+    await publisher.disconnect()
+    await collector.disconnect()

@@ -23,7 +23,6 @@ from .support import DAY, Device, Site, now
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-
     MakeDevice = Callable[..., Awaitable[Device]]
 
 pytestmark = [pytest.mark.usefixtures("service"), pytest.mark.timeout(60)]

@@ -23,7 +23,7 @@ import contextlib
 import signal
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import structlog
 
@@ -53,7 +53,7 @@ from smartlic.mqtt.aio import AsyncMqttClient, MqttError, MqttMessage
 from smartlic.protocol import ErrorCode, Topics
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
 
     from smartlic.collector.service.config import ServiceConfig
     from smartlic.collector.service.notices import ErrorRequest, NoticeRequest
@@ -78,6 +78,8 @@ class CollectorService:
         self._intake: deque[MqttMessage] = deque()
         self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._terms_changed = asyncio.Event()
+        """Set when licenses may have changed: the expiry task looks again at once."""
         self._paused = False
         self._published: list[int] = []
         self._outbox_mids: dict[int, int] = {}
@@ -299,6 +301,7 @@ class CollectorService:
                     outgoing = await self._queue(tx, requests, errors, now)
                     await set_service_mark(tx, _CHANGES_MARK, new_mark)
                 log.info("collector.changes", up_to=new_mark, pushes=len(outgoing))
+                self._terms_changed.set()
                 await self._send(outgoing)
             except StoreError as exc:
                 log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
@@ -316,9 +319,10 @@ class CollectorService:
                 wait = _EXPIRY_RECHECK
                 if upcoming is not None:
                     wait = min(wait, self.clock.real_seconds(upcoming - self.now()))
+                self._terms_changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(wait, 0.0)):
-                        await self._stopping.wait()
+                        await _first(self._stopping.wait(), self._terms_changed.wait())
                 now = self.now()
                 if upcoming is None or upcoming > now:
                     continue
@@ -413,6 +417,16 @@ def _required(value: T | None, what: str) -> T:
         message = f"the service's {what} is used before run() set it up"
         raise RuntimeError(message)
     return value
+
+
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    """Until the first of ``waits`` finishes; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def install_signal_handlers(service: CollectorService) -> None:
