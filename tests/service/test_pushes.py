@@ -32,9 +32,9 @@ def _pushed(kind: type) -> Callable[[object], bool]:
     return lambda m: isinstance(m, kind) and getattr(m, "in_reply_to", 0) is None
 
 
-async def _reporting(site: Site, make_device: MakeDevice, count: int, **kwargs: str) -> Device:
+async def _reporting(site: Site, make_device: MakeDevice, count: int) -> Device:
     device = await make_device()
-    await device.register(await site.token(**kwargs))
+    await device.register(await site.token())
     await device.report({TAG: count})
     return device
 
@@ -167,7 +167,7 @@ async def test_every_notice_a_device_gets_carries_a_higher_notice_seq(
     await device.expect(_pushed(Authorization), timeout=PUSH_DEADLINE)
     await device.report({TAG: 1}, issued_at=now() - 3600)
 
-    seqs = [getattr(o.message, "notice_seq", None) for o in _all(device)]
+    seqs = [int(getattr(o.message, "notice_seq", 0)) for o in _all(device)]
     assert sorted(seqs) == seqs
     assert len(set(seqs)) == len(seqs)
 
