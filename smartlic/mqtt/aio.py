@@ -46,6 +46,7 @@ ProtocolName = Literal["5", "3.1.1"]
 SESSION_EXPIRY_NEVER: Final = 0xFFFFFFFF
 _CONNECT_THREADS: Final = 8
 _MISC_INTERVAL: Final = 1.0
+_PAHO_INFLIGHT: Final = 32
 
 
 class MqttError(Exception):
@@ -187,9 +188,10 @@ class AsyncMqttClient:
             clean_session=None if v5 else self.clean_start,
             manual_ack=manual_ack,
         )
-        # paho's own in-flight limit (default 20) would queue the rest inside paho; our
-        # window (max_pending) is the limit that matters, so let paho send what it is given.
-        client.max_inflight_messages_set(self._max_pending)
+        # paho scans every outstanding message on each PUBACK (Client._update_inflight), so
+        # its cost per acknowledgement grows with its in-flight limit: keep that small (the
+        # rest wait, queued inside paho) and let our window (max_pending) bound the total.
+        client.max_inflight_messages_set(min(self._max_pending, _PAHO_INFLIGHT))
         client.max_queued_messages_set(0)
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)

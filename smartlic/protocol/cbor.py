@@ -101,7 +101,10 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
         diagnose(data, max_depth=max_depth)
         raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, f"malformed CBOR: {exc}") from None
     try:
-        canonical = encode(value)
+        # cbor2 writes every head minimally and every length definitely, and keeps the decoded
+        # order of map keys: equal bytes prove all of §4.2.1 but the key order, which
+        # _check_plain verifies on the decoded value (cheaper than re-sorting every map).
+        canonical = cbor2.dumps(value)
     except Exception:  # noqa: BLE001 -- a value cbor2 cannot re-encode is not deterministic CBOR
         canonical = b""
     if canonical != data:
@@ -111,12 +114,17 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
         raise RemoteProtocolError(
             ErrorCode.NOT_DETERMINISTIC, "CBOR is not in deterministic encoding (RFC 8949 §4.2.1)"
         )
-    _check_plain(value, top=True)
+    if not _check_plain(value, top=True):
+        diagnose(data, max_depth=max_depth)
+        raise RemoteProtocolError(
+            ErrorCode.NOT_DETERMINISTIC, "map keys are not in bytewise order (RFC 8949 §4.2.1)"
+        )
     return value
 
 
-def _check_plain(value: Any, *, top: bool) -> None:  # noqa: C901 -- one branch per decoded type
-    """Refuse what cbor2 decoded from a float, a tag below the top or an odd simple value."""
+def _check_plain(value: Any, *, top: bool) -> bool:  # noqa: C901 -- one branch per decoded type
+    """Refuse what cbor2 decoded from a float, a tag below the top or an odd simple value;
+    return whether every map's keys are in bytewise order of their encodings."""
     kind = type(value)
     if kind is int:
         if not _INT_MIN <= value <= _INT_MAX:
@@ -124,30 +132,38 @@ def _check_plain(value: Any, *, top: bool) -> None:  # noqa: C901 -- one branch 
                 ErrorCode.UNSUPPORTED_CBOR,
                 "bignums (tags 2 and 3, RFC 8949 §3.4.3) are not allowed",
             )
-    elif kind in (bytes, str, bool, type(None)):
-        return
-    elif kind in (list, tuple):
+        return True
+    if kind in (bytes, str, bool, type(None)):
+        return True
+    if kind in (list, tuple):
+        ordered = True
         for item in value:
-            _check_plain(item, top=False)
-    elif kind in (dict, cbor2.FrozenDict):
-        for key, item in value.items():
-            _check_plain(key, top=False)
-            _check_plain(item, top=False)
-    elif kind is cbor2.CBORTag and top:
-        _check_plain(value.value, top=False)
-    elif kind is float:
+            ordered = _check_plain(item, top=False) and ordered
+        return ordered
+    if kind in (dict, cbor2.FrozenDict):
+        ordered = True
+        previous = b""
+        for index, (key, item) in enumerate(value.items()):
+            ordered = _check_plain(key, top=False) and ordered
+            ordered = _check_plain(item, top=False) and ordered
+            encoded = _encoded_key(key)
+            ordered = ordered and (index == 0 or previous < encoded)
+            previous = encoded
+        return ordered
+    if kind is cbor2.CBORTag and top:
+        return _check_plain(value.value, top=False)
+    if kind is float:
         raise RemoteProtocolError(
             ErrorCode.UNSUPPORTED_CBOR, "floating-point values are not allowed"
         )
-    elif kind is cbor2.CBORTag:
+    if kind is cbor2.CBORTag:
         raise RemoteProtocolError(
             ErrorCode.UNSUPPORTED_CBOR, f"CBOR tag {value.tag} is not allowed here"
         )
-    else:
-        raise RemoteProtocolError(
-            ErrorCode.UNSUPPORTED_CBOR,
-            f"CBOR tags and simple values that decode to {kind.__name__} are not allowed",
-        )
+    raise RemoteProtocolError(
+        ErrorCode.UNSUPPORTED_CBOR,
+        f"CBOR tags and simple values that decode to {kind.__name__} are not allowed",
+    )
 
 
 def diagnose(data: bytes, *, max_depth: int = MAX_DEPTH) -> None:

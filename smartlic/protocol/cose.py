@@ -58,6 +58,14 @@ def algorithm_for(key_type: KeyType) -> Algorithm:
     return Algorithm.ES256 if key_type is KeyType.P256 else Algorithm.ED25519
 
 
+_PROTECTED: Final = {alg: cbor.encode({HEADER_ALG: int(alg)}) for alg in Algorithm}
+"""The protected bucket smartlic writes for each algorithm: the same few bytes every time."""
+_KNOWN_PROTECTED: Final[Mapping[bytes, Mapping[Any, Any]]] = {
+    encoded: {HEADER_ALG: int(alg)} for alg, encoded in _PROTECTED.items()
+}
+"""Those buckets already decoded: nearly every message carries one of them."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sign1:
     """A parsed, not yet verified, COSE_Sign1."""
@@ -100,11 +108,15 @@ def sign1(
     """Sign ``payload`` into a tagged COSE_Sign1; ``kid`` defaults to the key's own."""
     if not isinstance(payload, bytes):
         raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "payload must be bytes")
-    algorithm = algorithm_for(key.key_type)
-    protected = cbor.encode({HEADER_ALG: int(algorithm)})
-    unprotected = {HEADER_KID: key.public.kid if kid is None else kid}
+    protected = _PROTECTED[algorithm_for(key.key_type)]
     signature = key.sign(sig_structure(protected, payload, external_aad))
-    return cbor.encode(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, unprotected, payload, signature]))
+    # A one-entry unprotected map is deterministic as written: no need to sort anything.
+    return cbor2.dumps(
+        cbor2.CBORTag(
+            COSE_SIGN1_TAG,
+            [protected, {HEADER_KID: key.public.kid if kid is None else kid}, payload, signature],
+        )
+    )
 
 
 def parse_sign1(data: bytes, *, max_bytes: int = cbor.MAX_MESSAGE_BYTES) -> Sign1:
@@ -146,6 +158,9 @@ def _protected_map(protected: bytes) -> Mapping[Any, Any]:
     # RFC 9052 §3: an empty protected bucket is the zero-length string; "a0" is tolerated.
     if not protected:
         return {}
+    known = _KNOWN_PROTECTED.get(protected)
+    if known is not None:
+        return known
     header = cbor.decode(protected)
     if not isinstance(header, dict):
         raise RemoteProtocolError(ErrorCode.BAD_HEADER, "protected header must encode a map")

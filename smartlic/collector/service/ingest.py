@@ -78,6 +78,8 @@ if TYPE_CHECKING:
     from smartlic.protocol import SigningKey, Topics, VerifyingKey
 
 ACTOR = "collector"
+_KEY_CACHE = 200_000
+"""Keys kept in memory (about 1 KiB each with their cryptography objects)."""
 log = structlog.get_logger("smartlic.collector")
 
 
@@ -126,6 +128,16 @@ class Ingest:
         self.store = store
         self.crypto = crypto
         self.settings = settings
+        self._keys: dict[str, VerifyingKey] = {}
+        """Devices' registered keys, so verifying needs no database round trip. A key only
+        changes by a registration; ``_decide`` compares with the stored key and forgets a
+        stale one, so a device re-registered through another collector is refused once at
+        most and verified with its new key on its next attempt."""
+
+    def _remember(self, device_id: str, record: DeviceRecord) -> None:
+        if len(self._keys) >= _KEY_CACHE:
+            self._keys.clear()
+        self._keys[device_id] = record.verifying_key()
 
     async def process(self, messages: Sequence[MqttMessage], now: int) -> list[Outgoing]:
         """Decide a batch and commit; what to publish (answers in arrival order, then pushes)."""
@@ -137,9 +149,16 @@ class Ingest:
             return await self._decide(tx, items, now)
 
     async def _verify(self, items: list[Parsed]) -> None:
-        ids = {item.device_id for item in items if item.device_id and item.opened}
-        async with self.store.read() as tx:
-            known = await find_devices(tx, ids) if ids else {}
+        missing = {
+            item.device_id
+            for item in items
+            if item.device_id and item.opened and item.device_id not in self._keys
+        }
+        if missing:
+            async with self.store.read() as tx:
+                found = await find_devices(tx, missing)
+            for device_id, record in found.items():
+                self._remember(device_id, record)
         work: list[tuple[Parsed, Opened, VerifyingKey]] = []
         for item in items:
             if item.opened is None or item.device_id is None:
@@ -148,13 +167,13 @@ class Ingest:
             if isinstance(message, RegistrationRequest):
                 work.append((item, item.opened, message.verifying_key))
                 continue
-            record = known.get(item.device_id)
-            if record is None:
+            key = self._keys.get(item.device_id)
+            if key is None:
                 item.refuse(
                     ErrorCode.UNKNOWN_DEVICE, "no device is registered on this topic", answer=False
                 )
                 continue
-            work.append((item, item.opened, record.verifying_key()))
+            work.append((item, item.opened, key))
         verdicts = await self.crypto.verify([(opened, key) for _, opened, key in work])
         for (item, opened, key), problem in zip(work, verdicts, strict=True):
             if problem is None:
@@ -221,6 +240,7 @@ class Ingest:
             )
             return
         if record.public_key != item.verified_key.raw:
+            self._remember(record.device_id, record)
             item.refuse(
                 ErrorCode.BAD_SIGNATURE,
                 "the device's key changed while this was in flight",
@@ -305,6 +325,7 @@ class Ingest:
             item.refuse(exc.code or ErrorCode.TOKEN_UNKNOWN, exc.message, answer=True)
             return
         batch.records[record.device_id] = record
+        self._remember(record.device_id, record)
         batch.results.append((item, record, request))
 
     async def _deregister(

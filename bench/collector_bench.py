@@ -1,0 +1,395 @@
+"""How fast the collector drains reports, and what each costs it — measured on the collector alone.
+
+    .venv/bin/python bench/collector_bench.py [--devices 2000] [--reports 5] [--json FILE]
+
+Set-up: a Mosquitto of its own, a collector database with N devices registered in bulk and
+every report signed up front, then ``smartlic-collector run`` as a subprocess. A separate
+publisher process sends the reports (QoS 1); a separate subscriber process timestamps every
+notice. The load generator's own CPU is therefore not counted: the collector's CPU time is read
+from /proc for its process only.
+
+Two phases:
+
+1. **drain**: all reports at once; reports/s = reports / (first publish → last notice);
+2. **latency**: a paced load at half the drained rate; report → notice p50/p95/p99.
+
+Beside them, the bare cost of what the collector must do per report with the same library in
+this run: one Ed25519 verification and one signature. The goal is ≥ 5,000 reports/s on this
+2-core machine and CPU per report ≤ 1.5x that bare cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from smartlic.collector import site
+from smartlic.collector.accounts import virtual_account_or_default
+from smartlic.collector.devices import NewDevice, register_devices
+from smartlic.collector.orders import OrderLine, deposit_order
+from smartlic.collector.signing_key import write_key_file
+from smartlic.collector.store import open_store
+from smartlic.collector.users import load_actor
+from smartlic.mqtt.broker import MosquittoBroker
+from smartlic.protocol import (
+    Algorithm,
+    Authorization,
+    KeyType,
+    SigningKey,
+    Topics,
+    Udi,
+    UsageReport,
+    open_message,
+    seal,
+)
+
+TOPICS = Topics()
+OPERATOR = "ops@example.com"
+TAG = "network-advantage"
+
+
+def bare_crypto_cost(samples: int = 3000) -> dict[str, float]:
+    """Microseconds for one Ed25519 verify and one sign of a report-sized message."""
+    key = SigningKey.from_seed(KeyType.ED25519, secrets.token_bytes(32))
+    data = secrets.token_bytes(190)
+    signature = key.sign(data)
+    start = time.process_time()
+    for _ in range(samples):
+        key.public.verify(signature, data)
+    verify = (time.process_time() - start) / samples * 1e6
+    start = time.process_time()
+    for _ in range(samples):
+        key.sign(data)
+    sign = (time.process_time() - start) / samples * 1e6
+    return {"verify_us": verify, "sign_us": sign, "verify_sign_us": verify + sign}
+
+
+async def build_site(
+    folder: Path, devices: int, reports: int
+) -> tuple[Path, Path, list[tuple[str, bytes, int]]]:
+    db, key_path = folder / "bench.db", folder / "bench.db.key"
+    key = SigningKey.from_seed(KeyType.ED25519, secrets.token_bytes(32))
+    write_key_file(key_path, key)
+    store = await open_store(db, create=True)
+    now = int(time.time())
+    fleet = [
+        (
+            Udi(product_id="C9300-24T", serial=f"BENCH{n:06d}"),
+            SigningKey.from_seed(KeyType.ED25519, secrets.token_bytes(32)),
+        )
+        for n in range(devices)
+    ]
+    try:
+        async with store.write() as tx:
+            await site.init_site(tx, operator_email=OPERATOR, collector_key=key.public, now=now)
+            actor = await load_actor(tx, OPERATOR)
+            account, _ = await site.create_smart_account(
+                tx, actor, name="BENCH", admin_email="admin@bench.example", now=now
+            )
+            await deposit_order(
+                tx,
+                actor,
+                number="PO-BENCH",
+                ordered_on=now,
+                lines=[OrderLine(tag=TAG, quantity=devices * 10)],
+                account_name="BENCH",
+                va_name=None,
+                now=now,
+            )
+            va = await virtual_account_or_default(tx, account, None)
+            await register_devices(
+                tx,
+                [
+                    NewDevice(
+                        udi=udi, algorithm=Algorithm.ED25519, public_key=k.public.raw, va_id=va.id
+                    )
+                    for udi, k in fleet
+                ],
+                now=now,
+            )
+    finally:
+        await store.close()
+    signed = [
+        (
+            TOPICS.uplink(udi.device_id),
+            seal(
+                UsageReport(
+                    device_id=udi.device_id,
+                    seq=seq,
+                    issued_at=now,
+                    period=86_400,
+                    counts={TAG: 1 + seq % 5},
+                ),
+                k,
+            ),
+            seq,
+        )
+        for seq in range(1, reports + 1)
+        for udi, k in fleet
+    ]
+    return db, key_path, signed
+
+
+def _client(client_id: str) -> paho.Client:
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv311
+    )
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    return client
+
+
+def publisher(port: int, messages: list[tuple[str, bytes, int]], rate: float, out: Any) -> None:  # noqa: ANN401 -- a multiprocessing queue
+    """Publish every message (at ``rate``/s, or flat out when 0); send back the send times."""
+    client = _client(f"bench-pub-{os.getpid()}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    sent: list[tuple[str, int, float]] = []
+    start = time.monotonic()
+    for index, (topic, payload, seq) in enumerate(messages):
+        if rate:
+            delay = start + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        # Stay below paho's 16-bit packet ids: wait while too many are unacknowledged.
+        while len(client._out_messages) > 20_000:  # noqa: SLF001 -- paho exposes no public count
+            time.sleep(0.001)
+        sent.append((TOPICS.device_of_uplink(topic), seq, time.monotonic()))
+        client.publish(topic, payload, qos=1)
+    while client._out_messages:  # noqa: SLF001 -- wait until the broker has everything
+        time.sleep(0.01)
+    client.loop_stop()
+    client.disconnect()
+    out.put(sent)
+
+
+def subscriber(port: int, expected: int, ready: Any, out: Any, deadline: float) -> None:  # noqa: ANN401 -- multiprocessing objects
+    """Timestamp every notice until ``expected`` arrived or ``deadline`` (monotonic) passed."""
+    got: list[tuple[bytes, float]] = []
+    client = _client(f"bench-sub-{os.getpid()}")
+    client.on_message = lambda _c, _u, m: got.append((bytes(m.payload), time.monotonic()))
+    client.on_subscribe = lambda *_a: ready.set()
+    client.connect("127.0.0.1", port)
+    client.subscribe("smartlic/v1/d/+/down", qos=1)
+    client.loop_start()
+    while len(got) < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.loop_stop()
+    client.disconnect()
+    out.put(got)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of process ``pid``."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        # Python does not name OS threads: the event loop is the main thread (tid == pid).
+        name = "event loop" if task.name == str(pid) else f"thread {task.name}"
+        try:
+            found[name] = cpu_seconds_of(task / "stat")
+        except OSError:
+            continue
+    return found
+
+
+def cpu_seconds_of(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_phase(
+    port: int,
+    collector: subprocess.Popen[bytes],
+    messages: list[tuple[str, bytes, int]],
+    rate: float,
+) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("fork")
+    ready, sent_q, got_q = ctx.Event(), ctx.Queue(), ctx.Queue()
+    deadline = time.monotonic() + 300
+    sub = ctx.Process(target=subscriber, args=(port, len(messages), ready, got_q, deadline))
+    sub.start()
+    ready.wait(10)
+    cpu_before = cpu_seconds(collector.pid)
+    threads_before = thread_cpu(collector.pid)
+    pub = ctx.Process(target=publisher, args=(port, messages, rate, sent_q))
+    pub.start()
+    sent = sent_q.get()
+    got = got_q.get()
+    pub.join()
+    sub.join()
+    cpu = cpu_seconds(collector.pid) - cpu_before
+    threads_after = thread_cpu(collector.pid)
+    first_sent = {(device, seq): at for device, seq, at in sent}
+    latencies = []
+    for payload, at in got:
+        message = open_message(payload).message
+        if isinstance(message, Authorization) and message.in_reply_to is not None:
+            start = first_sent.get((message.device_id, message.in_reply_to))
+            if start is not None:
+                latencies.append((at - start) * 1000)
+    elapsed = max(at for _, at in got) - min(at for _, _, at in sent)
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return (
+            latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
+            if latencies
+            else float("nan")
+        )
+
+    return {
+        "reports": len(messages),
+        "answered": len(latencies),
+        "seconds": elapsed,
+        "reports_per_s": len(latencies) / elapsed,
+        "collector_cpu_us_per_report": cpu / max(1, len(latencies)) * 1e6,
+        "collector_threads_us_per_report": {
+            name: (threads_after[name] - threads_before.get(name, 0.0))
+            / max(1, len(latencies))
+            * 1e6
+            for name in threads_after
+            if threads_after[name] - threads_before.get(name, 0.0) > 0
+        },
+        "latency_ms": {
+            "p50": pct(50),
+            "p95": pct(95),
+            "p99": pct(99),
+            "mean": statistics.fmean(latencies) if latencies else float("nan"),
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=2000)
+    parser.add_argument(
+        "--reports", type=int, default=5, help="reports per device in the drain phase"
+    )
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--crypto-threads", type=int, default=2)
+    parser.add_argument("--mqtt-protocol", choices=("5", "3.1.1"), default="5")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--py-spy", type=Path, help="write a py-spy profile of the drain here")
+    args = parser.parse_args()
+
+    baseline = bare_crypto_cost()
+    with tempfile.TemporaryDirectory(prefix="smartlic-bench-") as tmp:
+        folder = Path(tmp)
+        db, key_path, signed = asyncio.run(build_site(folder, args.devices, args.reports + 2))
+        drain_set = [m for m in signed if m[2] <= args.reports]
+        paced_set = [m for m in signed if m[2] > args.reports]
+        with MosquittoBroker(folder / "broker") as broker:
+            log = (folder / "collector.log").open("wb")
+            collector = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "smartlic.collector",
+                    "run",
+                    "--db",
+                    str(db),
+                    "--key",
+                    str(key_path),
+                    "--broker",
+                    broker.url,
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--crypto-threads",
+                    str(args.crypto_threads),
+                    "--mqtt-protocol",
+                    args.mqtt_protocol,
+                    "--log-level",
+                    "warning",
+                    "--log-format",
+                    "json",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            try:
+                time.sleep(1.5)
+                profiler = None
+                if args.py_spy:
+                    # Optional: sample the collector during the drain (py-spy on PATH).
+                    profiler = subprocess.Popen(
+                        [
+                            *(shutil.which("py-spy") or "py-spy",),
+                            *("record", "-p", str(collector.pid), "-o", str(args.py_spy)),
+                            *("-f", "raw", "-r", "500", "--threads"),
+                        ]
+                    )
+                    time.sleep(1)
+                drain = run_phase(broker.port, collector, drain_set, rate=0)
+                if profiler:
+                    profiler.send_signal(signal.SIGINT)
+                    profiler.wait()
+                paced = run_phase(
+                    broker.port, collector, paced_set, rate=drain["reports_per_s"] / 2
+                )
+            finally:
+                collector.terminate()
+                collector.wait(30)
+                log.close()
+
+    ratio = drain["collector_cpu_us_per_report"] / baseline["verify_sign_us"]
+    result = {
+        "devices": args.devices,
+        "baseline": baseline,
+        "drain": drain,
+        "paced": paced,
+        "cpu_ratio_to_bare": ratio,
+    }
+    latency = drain["latency_ms"]
+    paced_latency = paced["latency_ms"]
+    threads = sorted(drain["collector_threads_us_per_report"].items(), key=lambda kv: -kv[1])
+    lines = [
+        (
+            f"bare Ed25519 cost per report (same run): verify {baseline['verify_us']:.0f} µs"
+            f" + sign {baseline['sign_us']:.0f} µs = {baseline['verify_sign_us']:.0f} µs"
+        ),
+        (
+            f"drain   {drain['answered']:>6} reports in {drain['seconds']:.2f} s"
+            f" = {drain['reports_per_s']:>7.0f} reports/s   collector CPU"
+            f" {drain['collector_cpu_us_per_report']:.0f} µs/report ({ratio:.2f}x bare)"
+        ),
+        (
+            f"        report→notice under full load: p50 {latency['p50']:.0f} ms"
+            f"  p95 {latency['p95']:.0f} ms  p99 {latency['p99']:.0f} ms"
+        ),
+        "        collector CPU by thread (µs/report): "
+        + ", ".join(f"{name} {us:.0f}" for name, us in threads),
+        (
+            f"paced   {paced['answered']:>6} reports at {paced['reports'] / paced['seconds']:.0f}/s"
+            f" offered: p50 {paced_latency['p50']:.1f} ms  p95 {paced_latency['p95']:.1f} ms"
+            f"  p99 {paced_latency['p99']:.1f} ms   collector CPU"
+            f" {paced['collector_cpu_us_per_report']:.0f} µs/report"
+        ),
+    ]
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
