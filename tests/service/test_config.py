@@ -1,0 +1,71 @@
+"""The service's configuration: defaults < TOML file < environment < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from smartlic.collector.service.config import ConfigError, ServiceConfig, load_config
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "collector.md"
+
+
+def test_the_example_file_in_deploy_loads() -> None:
+    config = load_config(DEPLOY / "collector.toml", env={})
+
+    assert "collector-1" == config.client_id
+    assert "broker.example.net" == config.broker_address().host
+    assert config.broker_address().tls is not None
+
+
+def test_every_setting_is_in_the_example_file_and_the_docs() -> None:
+    """A setting nobody can find does not exist for operators."""
+    example = (DEPLOY / "collector.toml").read_text()
+    docs = DOCS.read_text()
+    for field in dataclasses.fields(ServiceConfig):
+        if field.name not in ("time_scale", "time_origin", "password"):
+            assert re.search(rf"^#? ?{field.name} = ", example, re.MULTILINE), field.name
+        assert f"`{field.name}`" in docs, field.name
+
+
+def test_the_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text('[collector]\nbatch_size = 10\nclient_id = "from-file"\nclock_skew = 5\n')
+
+    config = load_config(
+        file,
+        env={"SMARTLIC_BATCH_SIZE": "20", "SMARTLIC_CLIENT_ID": "from-env"},
+        overrides={"batch_size": "30"},
+    )
+
+    assert (30, "from-env", 5) == (config.batch_size, config.client_id, config.clock_skew)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[collector]\nbatch_size = 'many'\n", "batch_size"),
+        ("[collector]\nbatch_size = 0\n", "must be positive"),
+        ("[collector]\nmqtt_protocol = '4'\n", "not one of"),
+        ("[collector]\nbrokr = 'x'\n", "unknown settings brokr"),
+        ("[collector\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_setting_is_refused_with_its_name(tmp_path: Path, content: str, message: str) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text(content)
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(file, env={})
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_the_key_defaults_to_the_database_path_plus_key() -> None:
+    assert Path("/srv/c.db.key") == ServiceConfig(db=Path("/srv/c.db")).key_path

@@ -1,0 +1,90 @@
+"""``smartlic-collector run`` as an operator meets it: a process, its exit codes and logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from smartlic.mqtt.broker import MosquittoBroker
+
+    from .support import Site
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _run(*args: str, db: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **({"SMARTLIC_DB": str(db)} if db else {})}
+    return subprocess.run(
+        [sys.executable, "-m", "smartlic.collector", "run", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_a_bad_broker_url_is_bad_usage_in_one_line(collector_site: Site) -> None:
+    result = _run("--broker", "ftp://example.net", db=collector_site.db)
+
+    assert 2 == result.returncode
+    assert 1 == len(result.stderr.strip().splitlines())
+    assert "mqtt://" in result.stderr
+
+
+def test_a_missing_database_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = _run("--broker", "mqtt://127.0.0.1:1", db=tmp_path / "none.db")
+
+    assert 1 == result.returncode
+    assert "no collector database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_the_service_cleanly(
+    collector_site: Site, mosquitto: MosquittoBroker
+) -> None:
+    """Stop intake, finish what was received, disconnect, exit 0 — with JSON logs saying so."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smartlic.collector",
+            "run",
+            "--db",
+            str(collector_site.db),
+            "--broker",
+            mosquitto.url,
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    seen = []
+    assert process.stderr is not None
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        seen.append(json.loads(line)["event"])
+        if seen[-1] == "collector.connected":
+            break
+
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=20)
+    events = seen + [json.loads(line)["event"] for line in rest.splitlines()]
+
+    assert 0 == process.returncode
+    assert ["collector.stopping", "collector.stopped"] == [
+        e for e in events if e in ("collector.stopping", "collector.stopped")
+    ]
