@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import ssl
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -136,11 +135,7 @@ class Daemon:
         if address.username is not None:
             client.username_pw_set(address.username, address.password)
         if address.tls is not None:
-            tls = address.tls
-            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-            if tls.cert_file and tls.key_file:
-                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-            client.tls_set_context(context)
+            client.tls_set_context(address.tls.context())
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import ssl
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -196,11 +195,7 @@ class AsyncMqttClient:
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
         if self.broker.tls is not None:
-            tls = self.broker.tls
-            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-            if tls.cert_file and tls.key_file:
-                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-            client.tls_set_context(context)
+            client.tls_set_context(self.broker.tls.context())
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message

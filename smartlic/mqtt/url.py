@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote, urlsplit
@@ -26,6 +27,19 @@ class TlsSettings:
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
             raise BrokerUrlError("a TLS client certificate needs both cert_file and key_file")
+
+    def context(self) -> ssl.SSLContext:
+        """A client context that verifies the broker (against ``ca_file``, else the system's
+        CAs) and presents the client certificate when there is one."""
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file else None
+            )
+            if self.cert_file and self.key_file:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise BrokerUrlError(f"TLS settings cannot be used: {exc}") from None
+        return context
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
