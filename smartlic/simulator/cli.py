@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from smartlic.simulator.demo import demo, demo_options
 from smartlic.simulator.infra import InfraError
@@ -27,7 +28,7 @@ from smartlic.simulator.scenarios import ScenarioError, load_scenarios, parse_as
 from smartlic.simulator.setup import OPERATOR
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
 
     from smartlic.simulator.report import RunReport
 
@@ -132,6 +133,19 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
     )
 
 
+async def _until_signalled(work: Coroutine[Any, Any, RunReport]) -> RunReport:
+    """Run ``work``; SIGTERM cancels it like Ctrl-C does, so brokers and collectors stop."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def _finish(report: RunReport, json_path: Path | None) -> int:
     sys.stdout.write(report.render() + "\n")
     if json_path is not None:
@@ -157,9 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time_scale=args.time_scale,
                 progress=not args.no_progress,
             )
-            return _finish(asyncio.run(demo(options)), args.json)
+            return _finish(asyncio.run(_until_signalled(demo(options))), args.json)
         options = _run_options(args)
-        return _finish(asyncio.run(execute(options)), args.json)
+        return _finish(asyncio.run(_until_signalled(execute(options))), args.json)
     except ScenarioError as exc:
         sys.stderr.write(f"{PROG}: {exc}\n")
         return EXIT_USAGE

@@ -239,8 +239,11 @@ class CollectorProcess:
         clock_skew: int,
         client_id: str,
         log_path: Path,
+        intake_limit: int | None = None,
     ) -> CollectorProcess:
         args = ["run", "--db", str(db), "--key", str(key), "--broker", broker]
+        if intake_limit is not None:
+            args += ["--intake-limit", str(intake_limit)]
         args += ["--mqtt-protocol", protocol, "--client-id", client_id]
         args += ["--clock-skew", str(clock_skew), "--log-format", "json", "--log-level", "info"]
         if share_group is not None:
@@ -282,7 +285,8 @@ class CollectorProcess:
         process = self._process
         if process is None or process.stderr is None:
             return
-        with self.log_path.open("ab") as log:
+        # Unbuffered: the log is readable as it grows, and whole if the run is killed.
+        with self.log_path.open("ab", buffering=0) as log:
             async for line in process.stderr:
                 log.write(line)
                 event = _event_of(line)

@@ -152,4 +152,5 @@ class Metrics:
         return summarize(self.latencies_ms)
 
     def phase_named(self, name: str) -> Phase | None:
-        return next((p for p in self.phases if p.name == name), None)
+        """The last phase called ``name``."""
+        return next((p for p in reversed(self.phases) if p.name == name), None)

@@ -196,6 +196,7 @@ class Runner:
                 time_scale=scale,
                 time_origin=None if scale == 1 else int(self.clock.origin),
                 clock_skew=self.skew,
+                intake_limit=self.params.intake_limit or max(5000, 2 * self.params.devices),
                 client_id=f"smartlic-sim-collector-{self.run_id}",
                 log_path=self.workdir / "collector.log",
             )
@@ -260,6 +261,7 @@ class Runner:
             topics=self.topics,
             clock_skew=self.skew,
             narrator=Narrator(options.stream, verbose=options.verbose, progress=shown),
+            metrics=self.metrics,
         )
         return run, story
 
@@ -295,11 +297,13 @@ class Runner:
         if not drained:
             run.narrator.line(f"the drain ended after {params.drain:g} s with work outstanding")
         metrics.finish(time.monotonic())
+        # Facts only once every connection is closed: until then a PUBACK or an answer can
+        # still make a core publish a report that was due, and the collector would accept it.
+        await fleet.close()
+        await self.progress.stop()
         states = dict(fleet.states())
         notice_seqs = {d.device_id: d.core.snapshot().last_notice_seq for d in fleet.devices}
         facts = [_facts(d, marks[d.device_id]) for d in fleet.devices]
-        await fleet.close()
-        await self.progress.stop()
         if self.collector is not None:
             await self.collector.stop()
         committed: Committed | None = None

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from smartlic.simulator.fleet import Fleet
     from smartlic.simulator.hostile import HostileLedger
     from smartlic.simulator.infra import Broker
+    from smartlic.simulator.metrics import Metrics
     from smartlic.simulator.progress import Narrator
     from smartlic.simulator.scenarios import Parameters
     from smartlic.simulator.setup import Admin
@@ -82,6 +83,7 @@ class Run:
     topics: Topics
     clock_skew: int
     narrator: Narrator
+    metrics: Metrics
     expectations: list[Expectation] = field(default_factory=list)
     frozen: set[str] = field(default_factory=set)
     """Devices whose usage the background changes leave alone (on their way out)."""
@@ -113,6 +115,10 @@ class Run:
     async def show(self, title: str) -> None:
         """A step of the story: its title, and in verbose mode the compliance view."""
         await self.narrator.step(title, self)
+
+    def phase(self, name: str) -> None:
+        """Measure what follows apart (the report's throughput is the last "main" phase's)."""
+        self.metrics.begin(name, time.monotonic())
 
     def real_interval(self) -> float:
         """How long one report interval lasts in real seconds."""

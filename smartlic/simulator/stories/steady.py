@@ -20,7 +20,11 @@ class Steady(Story):
     name = "steady"
 
     async def play(self, run: Run) -> None:
+        # One interval to spread the reports out (measured apart), then the steady part.
+        run.phase("phase-in")
         phase_in(run)
+        await change_usage(run, until=time.monotonic() + run.real_interval())
+        run.phase("main")
         await change_usage(run, until=time.monotonic() + run.params.duration)
         run.expect(
             "every device stays authorized (the pools have room for the most they can use)",
