@@ -14,11 +14,19 @@ from smartlic.agent.actions import Publish, ReportQueued
 from smartlic.agent.device import Device
 from smartlic.agent.outbox import OutboxEntry
 from smartlic.agent.retry import backoff_delay, unit_interval
-from smartlic.protocol import UsageReport, seal
+from smartlic.protocol import UsageReport, open_message, seal
 from smartlic.protocol.fields import MAX_TAGS, PERIOD_MAX
 
 if TYPE_CHECKING:
     from smartlic.agent.actions import Action
+
+
+def _zeros(payload: bytes) -> list[str]:
+    """The tags an outbox report (our own, already checked) states as 0."""
+    report = open_message(payload).message
+    if not isinstance(report, UsageReport):
+        return []
+    return [tag for tag, count in report.counts.items() if count == 0]
 
 
 class Reporting(Device):
@@ -78,9 +86,12 @@ class Reporting(Device):
         )
 
     def _queue_report(self, now: float, out: list[Action]) -> None:
-        # A tag no longer in use is reported once as 0, so the collector stops counting it;
-        # a report carries at most MAX_TAGS tags, and zeros that do not fit wait their turn.
-        gone = sorted(tag for tag in self._reported if tag not in self._usage)
+        # A tag no longer in use is reported as 0, so the collector stops counting it; a
+        # report carries at most MAX_TAGS tags, and zeros that do not fit wait their turn.
+        # A zero still unanswered in the outbox rides along again: the report that carried it
+        # may yet be compacted away, and then only a later report can tell the collector.
+        unanswered = {tag for entry in self._outbox for tag in _zeros(entry.payload)}
+        gone = sorted(tag for tag in self._reported.keys() | unanswered if tag not in self._usage)
         room = max(0, MAX_TAGS - len(self._usage))
         counts = dict.fromkeys(gone[:room], 0) | self._usage
         seq = self._next_seq

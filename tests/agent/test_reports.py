@@ -333,3 +333,20 @@ def test_without_a_window_the_core_needs_no_pubacks() -> None:
         harness.core.outbox_depth,
         again,
     )
+
+
+def test_a_zero_compacted_away_offline_is_stated_again_by_the_reports_after_it() -> None:
+    """A tag given up while offline is reported as 0 once; if that report is compacted away
+    before it is sent, the collector would keep counting the tag forever. Every report queued
+    while a zero is still unanswered in the outbox states the zero too."""
+    harness = registered(CoreSettings(outbox_limit=2))
+    harness.usage({TAG: 1, "dna-essentials": 1}, T0 + 100)
+    harness.tick(T0 + 110)
+    harness.run(harness.core.disconnected(T0 + 150), T0 + 150)
+    for n, at in enumerate((T0 + 200, T0 + 300, T0 + 400), start=2):
+        harness.usage({TAG: n}, at)
+        harness.tick(at + 10)
+    harness.sent.clear()
+    harness.run(harness.core.connected(T0 + 500), T0 + 500)
+    stated = [dict(report_of(p).counts) for p in harness.sent]
+    assert [{TAG: 3, "dna-essentials": 0}, {TAG: 4, "dna-essentials": 0}] == stated
