@@ -45,6 +45,13 @@ async def test_a_broker_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
     assert report.extra["connects"] >= 2 * 200
 
 
+@pytest.mark.timeout(120)
+async def test_a_broker_killed_mid_run_loses_nothing_either(tmp_path: Path) -> None:
+    """SIGKILL: the broker loses what it had not saved; the devices send it again."""
+    report = await play("outage", tmp_path, devices=150, duration=8, outage_kill=True)
+    assert_clean(report)
+
+
 @pytest.mark.timeout(90)
 async def test_every_hostile_message_is_refused(tmp_path: Path) -> None:
     report = await play("hostile", tmp_path, devices=100, duration=6)
