@@ -12,7 +12,12 @@ What aiomqtt 2.5 does not offer and smartlic needs:
 * **manual acknowledgement** (paho ``manual_ack``): the collector acks a message only after
   its decision is committed (SPEC §5);
 * **read pausing**: :meth:`AsyncMqttClient.pause_reading` stops reading the socket, which
-  pushes back on the broker through TCP instead of buffering without bound;
+  pushes back on the broker through TCP instead of buffering without bound. Acknowledgements
+  share that socket, so a paused client still reads while it connects (CONNACK, SUBACK) and
+  while a :meth:`~AsyncMqttClient.publish` waits for window room (PUBACKs): otherwise a
+  service that pauses until it has published would wait for itself. MQTT 5 also gets
+  protocol-level flow control: ``receive_maximum`` bounds the QoS 1 messages the broker
+  sends before we acknowledge them (MQTT 5 §4.9), which bounds what arrives in those windows;
 * **a bounded publish window**: paho keys queued QoS 1 messages by a 16-bit packet id, so more
   than 65,535 unacknowledged messages overwrite each other; :meth:`AsyncMqttClient.publish`
   waits for room below ``max_pending`` instead;
@@ -146,6 +151,7 @@ class AsyncMqttClient:
         keepalive: int = 30,
         manual_ack: bool = False,
         max_pending: int = 1000,
+        receive_maximum: int = 65535,
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[], None] | None = None,
         on_published: Callable[[int], None] | None = None,
@@ -165,6 +171,9 @@ class AsyncMqttClient:
         """Counts connections; :meth:`ack` refuses messages of an earlier one."""
         self._link_up = False
         self._max_pending = max_pending
+        if not 1 <= receive_maximum <= 65535:  # MQTT 5 §3.1.2.11.3
+            raise ValueError(f"receive_maximum must be 1..65535, not {receive_maximum}")
+        self._receive_maximum = receive_maximum
         self._pending: set[int] = set()
         self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
         self._room = asyncio.Event()
@@ -173,7 +182,9 @@ class AsyncMqttClient:
         self._connack: asyncio.Future[bool] | None = None
         self._lost: asyncio.Future[None] | None = None
         self._closing = False
-        self._reading = True
+        self._paused = False
+        self._room_waiters = 0
+        self._reader_fd: int | None = None
         self._sock: socket.socket | None = None
         self._loop = asyncio.get_running_loop()
         self._client = self._make_client(manual_ack=manual_ack)
@@ -228,7 +239,7 @@ class AsyncMqttClient:
         if self.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
             properties.SessionExpiryInterval = self.session_expiry
-            properties.ReceiveMaximum = 65535
+            properties.ReceiveMaximum = self._receive_maximum
         try:
             async with asyncio.timeout(timeout):
                 rc = await self._loop.run_in_executor(
@@ -262,6 +273,7 @@ class AsyncMqttClient:
             self._drop_socket()
             raise
         self._connected.set()
+        self._sync_reader()
         if self._on_connect is not None:
             self._on_connect(session_present)
         return session_present
@@ -334,9 +346,17 @@ class AsyncMqttClient:
         Returns the message id. While disconnected, QoS 1 messages stay queued in paho and
         go out on the next connection of this (persistent) session.
         """
-        while len(self._pending) >= self._max_pending:
-            self._room.clear()
-            await self._room.wait()
+        if len(self._pending) >= self._max_pending:
+            # The room comes from PUBACKs: read them even while paused (see the module doc).
+            self._room_waiters += 1
+            self._sync_reader()
+            try:
+                while len(self._pending) >= self._max_pending:
+                    self._room.clear()
+                    await self._room.wait()
+            finally:
+                self._room_waiters -= 1
+                self._sync_reader()
         info = self._client.publish(topic, payload, qos)
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0:
             # Queued by paho for the next connection of this session (is_published() raises).
@@ -359,24 +379,48 @@ class AsyncMqttClient:
         return self._client.ack(message.mid, message.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def pause_reading(self) -> None:
-        """Stop reading the socket: the broker sees TCP back-pressure."""
-        if self._reading and self._sock is not None:
-            self._loop.remove_reader(self._sock.fileno())
-        self._reading = False
+        """Stop reading the socket: the broker sees TCP back-pressure.
+
+        Except while connecting or while :meth:`publish` waits for room: those need the
+        broker's acknowledgements, and messages that come with them are still delivered.
+        """
+        self._paused = True
+        self._sync_reader()
 
     def resume_reading(self) -> None:
-        if not self._reading and self._sock is not None:
-            self._loop.add_reader(self._sock.fileno(), self._read)
-            # bytes may already sit in paho's or the kernel's buffer; read them now
-            self._loop.call_soon(self._read)
-        self._reading = True
+        self._paused = False
+        self._sync_reader()
+
+    @property
+    def reading(self) -> bool:
+        """Whether the socket is being read now."""
+        return self._reader_fd is not None
+
+    def _should_read(self) -> bool:
+        return self._sock is not None and (
+            not self._paused or self._room_waiters > 0 or not self._connected.is_set()
+        )
+
+    def _sync_reader(self) -> None:
+        """Watch the socket for reading exactly when :meth:`_should_read` says so."""
+        sock = self._sock
+        if self._should_read() and sock is not None:
+            fileno = sock.fileno()
+            if self._reader_fd != fileno and fileno >= 0:
+                self._loop.add_reader(fileno, self._read)
+                self._reader_fd = fileno
+                # bytes may already sit in paho's or the kernel's buffer; read them now
+                self._loop.call_soon(self._read)
+        elif self._reader_fd is not None:
+            self._loop.remove_reader(self._reader_fd)
+            self._reader_fd = None
 
     def misc(self) -> None:
         if self._sock is not None:
             self._client.loop_misc()
 
     def _read(self) -> None:
-        if self._sock is None or not self._reading:
+        if not self._should_read():
             return
         self._client.loop_read()
 
@@ -394,8 +438,7 @@ class AsyncMqttClient:
     def _socket_open(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         def register() -> None:
             self._sock = sock
-            if self._reading:
-                self._loop.add_reader(sock.fileno(), self._read)
+            self._sync_reader()
 
         self._loop.call_soon_threadsafe(register)
 
@@ -406,7 +449,11 @@ class AsyncMqttClient:
                 self._loop.remove_reader(fileno)
                 self._loop.remove_writer(fileno)
             if self._sock is sock:
+                if self._reader_fd is not None and self._reader_fd != fileno:
+                    # closed already (fileno -1): forget the number it was watched under
+                    self._loop.remove_reader(self._reader_fd)
                 self._sock = None
+                self._reader_fd = None
 
         if self._in_loop_thread():
             unregister()

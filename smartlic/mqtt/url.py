@@ -32,9 +32,7 @@ class TlsSettings:
         """A client context that verifies the broker (against ``ca_file``, else the system's
         CAs) and presents the client certificate when there is one."""
         try:
-            context = ssl.create_default_context(
-                cafile=str(self.ca_file) if self.ca_file else None
-            )
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
             if self.cert_file and self.key_file:
                 context.load_cert_chain(str(self.cert_file), str(self.key_file))
         except (OSError, ssl.SSLError) as exc:

@@ -196,7 +196,7 @@ class Runner:
                 time_scale=scale,
                 time_origin=None if scale == 1 else int(self.clock.origin),
                 clock_skew=self.skew,
-                intake_limit=self.params.intake_limit or max(5000, 2 * self.params.devices),
+                intake_limit=self.params.intake_limit or None,
                 client_id=f"smartlic-sim-collector-{self.run_id}",
                 log_path=self.workdir / "collector.log",
             )

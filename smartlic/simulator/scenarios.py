@@ -79,8 +79,8 @@ class Parameters:
     drain: float = 30.0
     """Real seconds allowed at the end for the last answers."""
     intake_limit: int = 0
-    """For the run's own collector: messages it buffers before it stops reading from the
-    broker (0: twice the devices, at least 5,000 — see docs/simulator.md, "Known issues")."""
+    """For the run's own collector: messages it buffers before it holds the broker back
+    (0: the collector's default)."""
     change_share: float = 0.2
     """Share of the devices whose usage changes in each report interval."""
     # growth

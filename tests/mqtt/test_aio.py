@@ -149,3 +149,113 @@ async def test_a_shared_subscription_survives_a_broker_restart(mosquitto: Mosqui
     assert [b"after restart"] == [m.payload for m in inbox]
     await publisher.disconnect()
     await collector.disconnect()
+
+
+async def test_a_paused_client_receives_nothing_until_it_resumes(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """Pausing stops reading the socket; resuming delivers what waited in the meantime."""
+    inbox: list[MqttMessage] = []
+    sub = _client(mosquitto, "sub", inbox, subscriptions=(("t/#", 1),))
+    pub = _client(mosquitto, "pub")
+    await sub.connect()
+    await pub.connect()
+    sub.pause_reading()
+
+    await pub.publish("t/1", b"held")
+    await asyncio.sleep(0.3)
+    assert ([], False) == (inbox, sub.reading)
+
+    sub.resume_reading()
+    await _until(lambda: inbox)
+    assert [b"held"] == [m.payload for m in inbox]
+    await pub.disconnect()
+    await sub.disconnect()
+
+
+async def test_a_paused_client_still_reads_the_acks_its_full_window_waits_for(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """A publish waiting for window room reads PUBACKs while paused: a service that pauses
+    its intake and then publishes its replies must not wait for itself."""
+    client = AsyncMqttClient(
+        client_id="collector",
+        broker=parse_broker_url(mosquitto.url),
+        on_message=lambda _m: None,
+        max_pending=2,
+    )
+    await client.connect()
+    client.pause_reading()
+
+    async with asyncio.timeout(5):
+        for n in range(10):
+            await client.publish(f"t/{n}", b"reply")
+
+    assert (False, True) == (client.reading, client.pending <= 2)
+    client.resume_reading()
+    await _until(lambda: client.pending == 0)
+    await client.disconnect()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_paused_client_still_reads_its_connack_after_a_broker_restart(
+    mosquitto: MosquittoBroker, protocol: str
+) -> None:
+    """Reconnecting while paused completes (CONNACK and SUBACK are read) and leaves the
+    client paused."""
+    sub = _client(mosquitto, "sub", subscriptions=(("t/#", 1),), protocol=protocol)
+    runner = asyncio.create_task(sub.run(backoff=Backoff(base=0.05, cap=0.2, floor=0.01)))
+    await sub.wait_connected()
+    sub.pause_reading()
+
+    mosquitto.restart()
+    # Not reading, it learns of the loss when it writes: replies keep a collector writing.
+    for _ in range(3):
+        await sub.publish("t/reply", b"x")
+        await asyncio.sleep(0.1)
+    await _until(lambda: sub.connected and sub.generation == 2, timeout=15)
+
+    assert not sub.reading
+    await sub.disconnect()
+    await runner
+
+
+async def test_receive_maximum_bounds_what_the_broker_sends_before_acks(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """MQTT 5 flow control (§4.9): with receive_maximum=3 and nothing acked, the broker
+    holds back the rest until acknowledgements free its quota."""
+    inbox: list[MqttMessage] = []
+    sub = AsyncMqttClient(
+        client_id="collector",
+        broker=parse_broker_url(mosquitto.url),
+        on_message=inbox.append,
+        subscriptions=[("t/#", 1)],
+        manual_ack=True,
+        receive_maximum=3,
+    )
+    pub = _client(mosquitto, "pub")
+    await sub.connect()
+    await pub.connect()
+    for n in range(8):
+        await pub.publish("t/x", str(n).encode())
+    await _until(lambda: len(inbox) == 3)
+    await asyncio.sleep(0.3)
+    assert 3 == len(inbox)
+
+    for message in inbox[:3]:
+        sub.ack(message)
+    await _until(lambda: len(inbox) == 8)
+    assert [str(n).encode() for n in range(8)] == [m.payload for m in inbox]
+    await pub.disconnect()
+    await sub.disconnect()
+
+
+async def test_receive_maximum_outside_the_protocol_range_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"receive_maximum must be 1\.\.65535, not 0"):
+        AsyncMqttClient(
+            client_id="c",
+            broker=parse_broker_url("mqtt://127.0.0.1:1"),
+            on_message=lambda _m: None,
+            receive_maximum=0,
+        )

@@ -140,8 +140,10 @@ class CollectorService:
                 protocol=config.mqtt_protocol,
                 manual_ack=True,
                 max_pending=10_000,
+                # MQTT 5 flow control keeps the broker from sending more than we buffer
+                receive_maximum=min(config.intake_limit, 65_535),
                 on_connect=self._connected,
-                on_disconnect=lambda: log.warning("collector.broker_lost"),
+                on_disconnect=self._disconnected,
                 on_published=self._published.append,
             )
             await self._startup()
@@ -198,6 +200,10 @@ class CollectorService:
         log.info("collector.connected", session_present=session_present)
         # Anything pushed before a crash or outage and not yet acknowledged goes out again.
         asyncio.get_running_loop().create_task(self._resend_outbox(), name="outbox-resend")
+
+    def _disconnected(self) -> None:
+        if not self._stopping.is_set():
+            log.warning("collector.broker_lost")
 
     def _received(self, message: MqttMessage) -> None:
         self._intake.append(message)
