@@ -22,7 +22,11 @@ What aiomqtt 2.5 does not offer and smartlic needs:
   than 65,535 unacknowledged messages overwrite each other; :meth:`AsyncMqttClient.publish`
   waits for room below ``max_pending`` instead;
 * **reconnection** with exponential backoff and jitter that resumes the persistent session
-  (:meth:`AsyncMqttClient.run`).
+  (:meth:`AsyncMqttClient.run`);
+* **re-sending left to the caller** (``resend_on_reconnect=False``): paho re-sends its
+  unacknowledged publishes after every CONNACK (MQTT 3.1.1 §4.4); a caller with its own
+  durable outbox (the agent core) drops them instead and sends what is still unanswered, so
+  nothing goes out twice and its window stays the bound on what is in flight.
 """
 
 from __future__ import annotations
@@ -152,6 +156,7 @@ class AsyncMqttClient:
         manual_ack: bool = False,
         max_pending: int = 1000,
         receive_maximum: int = 65535,
+        resend_on_reconnect: bool = True,
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[], None] | None = None,
         on_published: Callable[[int], None] | None = None,
@@ -174,6 +179,7 @@ class AsyncMqttClient:
         if not 1 <= receive_maximum <= 65535:  # MQTT 5 §3.1.2.11.3
             raise ValueError(f"receive_maximum must be 1..65535, not {receive_maximum}")
         self._receive_maximum = receive_maximum
+        self._resend_on_reconnect = resend_on_reconnect
         self._pending: set[int] = set()
         self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
         self._room = asyncio.Event()
@@ -344,7 +350,8 @@ class AsyncMqttClient:
         """Hand a message to paho, waiting while ``max_pending`` are unacknowledged.
 
         Returns the message id. While disconnected, QoS 1 messages stay queued in paho and
-        go out on the next connection of this (persistent) session.
+        go out on the next connection of this (persistent) session, unless
+        ``resend_on_reconnect`` is False.
         """
         if len(self._pending) >= self._max_pending:
             # The room comes from PUBACKs: read them even while paused (see the module doc).
@@ -357,6 +364,11 @@ class AsyncMqttClient:
             finally:
                 self._room_waiters -= 1
                 self._sync_reader()
+        return self.publish_nowait(topic, payload, qos)
+
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> int:
+        """Hand a message to paho now, whatever the window: for callers that bound what is in
+        flight themselves, and for callbacks, which cannot await."""
         info = self._client.publish(topic, payload, qos)
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0:
             # Queued by paho for the next connection of this session (is_published() raises).
@@ -500,6 +512,11 @@ class AsyncMqttClient:
         if reason.is_failure:
             future.set_exception(MqttError(f"broker refused the connection: {reason}"))
         else:
+            if not self._resend_on_reconnect:
+                # paho re-sends its queue right after this callback returns (see module doc)
+                self._client.drop_out_messages()
+                self._pending.clear()
+                self._room.set()
             # Before any message that follows the CONNACK is read: they belong to this one.
             self.generation += 1
             self._link_up = True

@@ -9,27 +9,21 @@ the counts), which were answered, which were abandoned at deregistration.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING
 
 import cbor2
-from paho.mqtt.enums import MQTTErrorCode
 
 from smartlic.agent import AgentCore, MemoryStorage
-from smartlic.mqtt.aio import AsyncMqttClient, MqttError
 
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Mapping
 
-    import paho.mqtt.client as paho
-    from paho.mqtt.properties import Properties
-
     from smartlic.agent import CoreSettings
     from smartlic.agent.actions import Publish
     from smartlic.agent.retry import Entropy
+    from smartlic.mqtt.aio import AsyncMqttClient
     from smartlic.protocol import SigningKey, Udi
-
-_QUEUED: Final = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 
 
 def digest64(message: bytes) -> int:
@@ -42,37 +36,6 @@ def digest64(message: bytes) -> int:
 
 def nonzero(counts: Mapping[str, int]) -> dict[str, int]:
     return {tag: n for tag, n in counts.items() if n > 0}
-
-
-class DeviceClient(AsyncMqttClient):
-    """An MQTT connection with the agent daemon's session rules (``agent/daemon.py``).
-
-    * paho's queue of unacknowledged publishes is dropped at every CONNACK, before paho would
-      re-send it: the core re-sends what is still unanswered, and keeps at most ``window``
-      publishes in flight (the transport contract of ``CoreSettings.window``);
-    * :meth:`send` hands a message to paho at once instead of awaiting room: the core's
-      window already bounds what is in flight, and the fleet carries out actions from paho's
-      callbacks, which cannot await.
-    """
-
-    def _handle_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,  # noqa: ANN401 -- paho's userdata is untyped
-        flags: paho.ConnectFlags,
-        reason: Any,  # noqa: ANN401 -- paho's ReasonCode or int, as in the base class
-        properties: Properties | None = None,
-    ) -> None:
-        if not reason.is_failure:
-            client.drop_out_messages()
-        super()._handle_connect(client, userdata, flags, reason, properties)
-
-    def send(self, topic: str, payload: bytes) -> int:
-        """Publish with QoS 1 now (queued by paho while disconnected); the message id."""
-        info = self._client.publish(topic, payload, 1)
-        if info.rc not in _QUEUED:
-            raise MqttError(f"publish failed: {info.rc}")
-        return info.mid
 
 
 class VirtualDevice:
@@ -128,7 +91,7 @@ class VirtualDevice:
         self.wants_registration = token is not None
         self.usage: dict[str, int] = dict(usage)
         self.hostile = False
-        self.client: DeviceClient | None = None
+        self.client: AsyncMqttClient | None = None
         self.task: asyncio.Task[None] | None = None
         self.connected = False
         self.first_connected: float | None = None

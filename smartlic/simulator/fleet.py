@@ -52,9 +52,9 @@ from smartlic.agent.actions import (
     ReportDropped,
     ReportQueued,
 )
-from smartlic.mqtt.aio import Backoff, MqttError
+from smartlic.mqtt.aio import AsyncMqttClient, Backoff, MqttError
 from smartlic.protocol import KeyType, SigningKey, Udi
-from smartlic.simulator.device import DeviceClient, VirtualDevice, digest64, nonzero
+from smartlic.simulator.device import VirtualDevice, digest64, nonzero
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -147,7 +147,9 @@ class Fleet:
 
     def _run(self, device: VirtualDevice) -> None:
         # A fresh client each time: a closed AsyncMqttClient's run() would not start again.
-        client = device.client = DeviceClient(
+        # The agent daemon's session rules (agent/daemon.py): the core re-sends what is still
+        # unanswered and its window bounds what is in flight, so paho must not re-send too.
+        client = device.client = AsyncMqttClient(
             client_id=device.device_id,
             broker=self.broker,
             on_message=lambda message: self._received(device, message),
@@ -157,6 +159,7 @@ class Fleet:
             on_connect=lambda present: self._connected(device, present=present),
             on_disconnect=lambda: self._disconnected(device),
             on_published=lambda mid: self._published(device, mid),
+            resend_on_reconnect=False,
         )
         device.task = asyncio.create_task(
             client.run(backoff=self.backoff, rng=self.rng, on_error=self._connect_failed),
@@ -231,7 +234,7 @@ class Fleet:
     def send_raw(self, device: VirtualDevice, topic: str, payload: bytes) -> None:
         """Publish bytes the core did not make (hostile messages) on the device's connection."""
         if device.client is not None:
-            device.client.send(topic, payload)
+            device.client.publish_nowait(topic, payload)
 
     def execute(self, device: VirtualDevice, actions: list[Action]) -> None:  # noqa: C901, PLR0912 -- one branch per action type
         counters = self.counters
@@ -286,7 +289,7 @@ class Fleet:
         if client is None:
             return
         try:
-            mid = client.send(action.topic, action.payload)
+            mid = client.publish_nowait(action.topic, action.payload)
         except MqttError:
             self.counters.publish_errors += 1
             return

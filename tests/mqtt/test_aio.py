@@ -259,3 +259,47 @@ async def test_receive_maximum_outside_the_protocol_range_is_refused() -> None:
             on_message=lambda _m: None,
             receive_maximum=0,
         )
+
+
+@pytest.mark.parametrize(("resend", "expected"), [(True, [b"queued"]), (False, [])])
+async def test_what_was_queued_while_offline_is_resent_only_when_asked(
+    mosquitto: MosquittoBroker, resend: bool, expected: list[bytes]
+) -> None:
+    """paho re-sends its queue after the CONNACK; a caller with its own outbox turns that off,
+    and nothing of it stays counted as pending."""
+    inbox: list[MqttMessage] = []
+    sub = _client(mosquitto, "sub", inbox, subscriptions=(("t/#", 1),))
+    await sub.connect()
+    device = AsyncMqttClient(
+        client_id="device",
+        broker=parse_broker_url(mosquitto.url),
+        on_message=lambda _m: None,
+        resend_on_reconnect=resend,
+    )
+    assert 1 == device.publish_nowait("t/1", b"queued")
+
+    await device.connect()
+    await device.publish("t/marker", b"marker")
+    await _until(lambda: inbox and inbox[-1].payload == b"marker")
+
+    assert expected == [m.payload for m in inbox[:-1]]
+    assert 0 == device.pending
+    await device.disconnect()
+    await sub.disconnect()
+
+
+async def test_publish_nowait_does_not_wait_for_window_room(mosquitto: MosquittoBroker) -> None:
+    """The caller bounds what is in flight itself: a full window does not stop it."""
+    pub = AsyncMqttClient(
+        client_id="pub",
+        broker=parse_broker_url(mosquitto.url),
+        on_message=lambda _m: None,
+        max_pending=1,
+    )
+    await pub.connect()
+    mosquitto.kill()
+
+    mids = [pub.publish_nowait(f"t/{n}", b"x") for n in range(3)]
+
+    assert (3, 3) == (len(set(mids)), pub.pending)
+    await pub.disconnect()
