@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from smartlic.mqtt.aio import AsyncMqttClient, Backoff, MqttError, MqttMessage
@@ -23,6 +23,7 @@ def _client(
     subscriptions: tuple[tuple[str, int], ...] = (),
     manual_ack: bool = False,
     protocol: str = "5",
+    **options: Any,
 ) -> AsyncMqttClient:
     sink = inbox if inbox is not None else []
     return AsyncMqttClient(
@@ -32,6 +33,7 @@ def _client(
         subscriptions=subscriptions,
         manual_ack=manual_ack,
         protocol="5" if protocol == "5" else "3.1.1",
+        **options,
     )
 
 
@@ -105,12 +107,7 @@ async def test_run_reconnects_after_a_broker_restart_and_keeps_the_session(
 
 async def test_publish_waits_when_the_window_is_full(mosquitto: MosquittoBroker) -> None:
     """No more than max_pending QoS 1 messages are ever handed to paho unacknowledged."""
-    pub = AsyncMqttClient(
-        client_id="pub",
-        broker=parse_broker_url(mosquitto.url),
-        on_message=lambda _m: None,
-        max_pending=2,
-    )
+    pub = _client(mosquitto, "pub", max_pending=2)
     await pub.connect()
     mosquitto.kill()
     await pub.publish("t/1", b"1")
@@ -178,12 +175,7 @@ async def test_a_paused_client_still_reads_the_acks_its_full_window_waits_for(
 ) -> None:
     """A publish waiting for window room reads PUBACKs while paused: a service that pauses
     its intake and then publishes its replies must not wait for itself."""
-    client = AsyncMqttClient(
-        client_id="collector",
-        broker=parse_broker_url(mosquitto.url),
-        on_message=lambda _m: None,
-        max_pending=2,
-    )
+    client = _client(mosquitto, "collector", max_pending=2)
     await client.connect()
     client.pause_reading()
 
@@ -226,11 +218,11 @@ async def test_receive_maximum_bounds_what_the_broker_sends_before_acks(
     """MQTT 5 flow control (§4.9): with receive_maximum=3 and nothing acked, the broker
     holds back the rest until acknowledgements free its quota."""
     inbox: list[MqttMessage] = []
-    sub = AsyncMqttClient(
-        client_id="collector",
-        broker=parse_broker_url(mosquitto.url),
-        on_message=inbox.append,
-        subscriptions=[("t/#", 1)],
+    sub = _client(
+        mosquitto,
+        "collector",
+        inbox,
+        subscriptions=(("t/#", 1),),
         manual_ack=True,
         receive_maximum=3,
     )
@@ -270,12 +262,7 @@ async def test_what_was_queued_while_offline_is_resent_only_when_asked(
     inbox: list[MqttMessage] = []
     sub = _client(mosquitto, "sub", inbox, subscriptions=(("t/#", 1),))
     await sub.connect()
-    device = AsyncMqttClient(
-        client_id="device",
-        broker=parse_broker_url(mosquitto.url),
-        on_message=lambda _m: None,
-        resend_on_reconnect=resend,
-    )
+    device = _client(mosquitto, "device", resend_on_reconnect=resend)
     assert 1 == device.publish_nowait("t/1", b"queued")
 
     await device.connect()
@@ -290,12 +277,7 @@ async def test_what_was_queued_while_offline_is_resent_only_when_asked(
 
 async def test_publish_nowait_does_not_wait_for_window_room(mosquitto: MosquittoBroker) -> None:
     """The caller bounds what is in flight itself: a full window does not stop it."""
-    pub = AsyncMqttClient(
-        client_id="pub",
-        broker=parse_broker_url(mosquitto.url),
-        on_message=lambda _m: None,
-        max_pending=1,
-    )
+    pub = _client(mosquitto, "pub", max_pending=1)
     await pub.connect()
     mosquitto.kill()
 
