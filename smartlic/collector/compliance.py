@@ -136,6 +136,26 @@ class PoolState:
         return self.compliance.status
 
 
+def evaluate_pools(
+    lots: Mapping[PoolKey, Iterable[Dated]],
+    usage: Mapping[PoolKey, tuple[int, ComplianceStatus]],
+    now: int,
+) -> dict[PoolKey, PoolState]:
+    """Compliance (SPEC §3) of every pool that has licenses or usage, as a function of the
+    state alone: each pool's license lots, its (in use, last recorded status), and ``now``."""
+    idle = (0, ComplianceStatus.IN_COMPLIANCE)
+    return {
+        key: PoolState(
+            va_id=key[0],
+            tag=key[1],
+            purchased=active_quantity(lots.get(key, ()), now),
+            in_use=usage.get(key, idle)[0],
+            recorded=usage.get(key, idle)[1],
+        )
+        for key in sorted(set(lots) | set(usage))
+    }
+
+
 async def load_pools(
     tx: Transaction, va_ids: Collection[int], now: int
 ) -> dict[PoolKey, PoolState]:
@@ -151,21 +171,15 @@ async def load_pools(
             Lot(quantity=int(row["quantity"]), starts_at=row["starts_at"], ends_at=row["ends_at"])
         )
     usage = {
-        (int(row["va_id"]), str(row["tag"])): (int(row["in_use"]), int(row["status"]))
+        (int(row["va_id"]), str(row["tag"])): (
+            int(row["in_use"]),
+            ComplianceStatus(int(row["status"])),
+        )
         for row in await tx.fetch_in(
             "SELECT va_id, tag, in_use, status FROM pool_usage WHERE va_id IN ({in})", ids
         )
     }
-    return {
-        key: PoolState(
-            va_id=key[0],
-            tag=key[1],
-            purchased=active_quantity(lots.get(key, ()), now),
-            in_use=usage.get(key, (0, 0))[0],
-            recorded=ComplianceStatus(usage.get(key, (0, 0))[1]),
-        )
-        for key in sorted(set(lots) | set(usage))
-    }
+    return evaluate_pools(lots, usage, now)
 
 
 async def load_pool_states(

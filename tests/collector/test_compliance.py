@@ -10,6 +10,7 @@ from smartlic.collector.compliance import (
     active_quantity,
     device_status,
     devices_flipped,
+    evaluate_pools,
     license_active,
     load_pool_states,
     next_license_change,
@@ -73,6 +74,23 @@ def test_a_flip_concerns_only_the_devices_whose_status_changes() -> None:
     devices = {"uses-a": {"a": 1}, "uses-b": {"b": 1}, "uses-a-and-c": {"a": 1, "c": 1}}
     flipped = devices_flipped(devices, {"a": IN, "c": OUT}, {"a": OUT, "c": OUT})
     assert ["uses-a"] == flipped
+
+
+def test_every_pool_is_evaluated_from_its_lots_and_usage_at_now() -> None:
+    """A pool with licenses and no usage, one with both, and one with usage and none left."""
+    lots = {
+        (1, "a"): [Lot(quantity=5)],
+        (1, "b"): [Lot(quantity=3), Lot(quantity=4, starts_at=NOW, ends_at=NOW + DAY)],
+    }
+    usage = {(1, "b"): (6, IN), (2, "c"): (1, IN)}
+
+    pools = evaluate_pools(lots, usage, NOW + DAY)
+
+    assert {
+        (1, "a"): (5, 0, IN, IN),
+        (1, "b"): (3, 6, OUT, IN),
+        (2, "c"): (0, 1, OUT, IN),
+    } == {key: (p.purchased, p.in_use, p.status, p.recorded) for key, p in pools.items()}
 
 
 def test_the_next_license_change_is_the_first_start_or_end_after_now() -> None:
