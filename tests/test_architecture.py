@@ -165,6 +165,15 @@ def test_protocol_module_does_no_io(path: Path) -> None:
     assert [] == offending
 
 
+def test_the_mqtt_packet_codec_does_no_io() -> None:
+    """``smartlic.mqtt.packets`` is the native client's sans-I/O core, like the protocol."""
+    offending = [
+        str(i) for i in _imports(ROOT / "mqtt" / "packets.py") if _top(i.module) in IO_MODULES
+    ]
+
+    assert [] == offending
+
+
 @pytest.mark.parametrize(
     "path", [p for p in _modules("protocol") if p != CONSOLE_ENTRY_POINT], ids=lambda p: p.name
 )

@@ -31,60 +31,45 @@ What aiomqtt 2.5 does not offer and smartlic needs:
 
 from __future__ import annotations
 
+__all__ = [
+    "SESSION_EXPIRY_NEVER",
+    "AsyncMqttClient",
+    "Backoff",
+    "MqttError",
+    "MqttMessage",
+    "ProtocolName",
+]
+
 import asyncio
 import contextlib
-import random
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from smartlic.mqtt.common import (
+    SESSION_EXPIRY_NEVER,
+    Backoff,
+    MqttError,
+    MqttMessage,
+    ProtocolName,
+    stay_connected,
+)
+
 if TYPE_CHECKING:
+    import random
     import socket
     from collections.abc import Callable, Iterable
 
     from smartlic.mqtt.url import BrokerAddress
 
-ProtocolName = Literal["5", "3.1.1"]
-SESSION_EXPIRY_NEVER: Final = 0xFFFFFFFF
 _CONNECT_THREADS: Final = 8
 _MISC_INTERVAL: Final = 1.0
 _PAHO_INFLIGHT: Final = 32
-
-
-class MqttError(Exception):
-    """The connection failed or was refused; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class MqttMessage:
-    topic: str
-    payload: bytes
-    qos: int
-    mid: int
-    retain: bool
-    duplicate: bool
-    generation: int = 0
-    """Which connection it came on: a packet id only means this message on that connection."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Backoff:
-    """Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And
-    Jitter"): a random wait in ``[0, min(cap, base * 2**attempt)]``, never below ``floor``."""
-
-    base: float = 0.5
-    cap: float = 30.0
-    floor: float = 0.1
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(attempt, 30)))
-        return max(self.floor, rng.uniform(0, ceiling))
 
 
 class _Ticker:
@@ -315,23 +300,16 @@ class AsyncMqttClient:
         on_error: Callable[[MqttError, float], None] | None = None,
     ) -> None:
         """Stay connected until cancelled or :meth:`disconnect`: reconnect with backoff."""
-        backoff = backoff or Backoff()
-        rng = rng or random.Random()  # noqa: S311 -- jitter, not cryptography
-        attempt = 0
-        while not self._closing:
-            try:
-                await self.connect()
-            except MqttError as exc:
-                delay = backoff.delay(attempt, rng)
-                attempt += 1
-                if on_error is not None:
-                    on_error(exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            attempt = 0
-            lost = self._lost
-            if lost is not None:
-                await asyncio.shield(lost)
+        await stay_connected(self, backoff=backoff, rng=rng, on_error=on_error)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def wait_lost(self) -> None:
+        lost = self._lost
+        if lost is not None:
+            await asyncio.shield(lost)
 
     async def disconnect(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- a sane default
         """Disconnect cleanly (the session stays on the broker unless clean_start)."""
@@ -345,6 +323,10 @@ class AsyncMqttClient:
                         await asyncio.shield(lost)
         self._drop_socket()
         _Ticker.of(self._loop).discard(self)
+
+    def abort(self) -> None:
+        """Drop the connection without DISCONNECT: what a crash looks like to the broker."""
+        self._drop_socket()
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
         """Hand a message to paho, waiting while ``max_pending`` are unacknowledged.

@@ -1,4 +1,5 @@
-"""The paho ↔ asyncio bridge against a real Mosquitto."""
+"""Both MQTT clients against a real Mosquitto: paho on asyncio (``aio``) and the collector's
+own (``native``), which must behave alike."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from smartlic.mqtt.aio import AsyncMqttClient, Backoff, MqttError, MqttMessage
+from smartlic.mqtt.native import NativeMqttClient
 from smartlic.mqtt.url import parse_broker_url
 
 if TYPE_CHECKING:
@@ -14,9 +16,18 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.timeout(60)
 
+Client = AsyncMqttClient | NativeMqttClient
+Impl = type[AsyncMqttClient] | type[NativeMqttClient]
+
+
+@pytest.fixture(params=["paho", "native"])
+def impl(request: pytest.FixtureRequest) -> Impl:
+    return AsyncMqttClient if request.param == "paho" else NativeMqttClient
+
 
 def _client(
     broker: MosquittoBroker,
+    impl: Impl,
     client_id: str,
     inbox: list[MqttMessage] | None = None,
     *,
@@ -24,9 +35,9 @@ def _client(
     manual_ack: bool = False,
     protocol: str = "5",
     **options: Any,
-) -> AsyncMqttClient:
+) -> Client:
     sink = inbox if inbox is not None else []
-    return AsyncMqttClient(
+    return impl(
         client_id=client_id,
         broker=parse_broker_url(broker.url),
         on_message=sink.append,
@@ -45,12 +56,12 @@ async def _until(condition: object, timeout: float = 10.0) -> None:  # noqa: ASY
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_a_message_published_by_one_client_reaches_a_subscriber(
-    mosquitto: MosquittoBroker, protocol: str
+    mosquitto: MosquittoBroker, impl: Impl, protocol: str
 ) -> None:
     """QoS 1 publish → subscribe round trip over both MQTT versions."""
     inbox: list[MqttMessage] = []
-    sub = _client(mosquitto, "sub", inbox, subscriptions=(("t/#", 1),), protocol=protocol)
-    pub = _client(mosquitto, "pub", protocol=protocol)
+    sub = _client(mosquitto, impl, "sub", inbox, subscriptions=(("t/#", 1),), protocol=protocol)
+    pub = _client(mosquitto, impl, "pub", protocol=protocol)
     await sub.connect()
     await pub.connect()
     await pub.publish("t/1", b"hello")
@@ -62,11 +73,12 @@ async def test_a_message_published_by_one_client_reaches_a_subscriber(
 
 async def test_unacknowledged_messages_are_redelivered_after_reconnect(
     mosquitto: MosquittoBroker,
+    impl: Impl,
 ) -> None:
     """With manual_ack, what was received but not acked comes back on the next connection."""
     first: list[MqttMessage] = []
-    sub = _client(mosquitto, "collector", first, subscriptions=(("t/#", 1),), manual_ack=True)
-    pub = _client(mosquitto, "pub")
+    sub = _client(mosquitto, impl, "collector", first, subscriptions=(("t/#", 1),), manual_ack=True)
+    pub = _client(mosquitto, impl, "pub")
     await sub.connect()
     await pub.connect()
     for n in range(5):
@@ -75,10 +87,10 @@ async def test_unacknowledged_messages_are_redelivered_after_reconnect(
     assert sub.ack(first[0])
     assert sub.ack(first[1])
     await asyncio.sleep(0.1)
-    sub._drop_socket()  # a crash: no DISCONNECT, nothing more acked
+    sub.abort()  # a crash: no DISCONNECT, nothing more acked
 
     second: list[MqttMessage] = []
-    again = _client(mosquitto, "collector", second, manual_ack=True)
+    again = _client(mosquitto, impl, "collector", second, manual_ack=True)
     assert await again.connect() is True
     await _until(lambda: len(second) == 3)
     assert [b"2", b"3", b"4"] == [m.payload for m in second]
@@ -88,14 +100,15 @@ async def test_unacknowledged_messages_are_redelivered_after_reconnect(
 
 async def test_run_reconnects_after_a_broker_restart_and_keeps_the_session(
     mosquitto: MosquittoBroker,
+    impl: Impl,
 ) -> None:
     """Messages published while the subscriber was cut off arrive after it reconnects."""
     inbox: list[MqttMessage] = []
-    sub = _client(mosquitto, "sub", inbox, subscriptions=(("t/#", 1),))
+    sub = _client(mosquitto, impl, "sub", inbox, subscriptions=(("t/#", 1),))
     runner = asyncio.create_task(sub.run(backoff=Backoff(base=0.05, cap=0.2, floor=0.01)))
     await sub.wait_connected()
     mosquitto.restart()
-    pub = _client(mosquitto, "pub")
+    pub = _client(mosquitto, impl, "pub")
     await pub.connect()
     await pub.publish("t/after", b"queued")
     await _until(lambda: inbox, timeout=15)
@@ -105,9 +118,11 @@ async def test_run_reconnects_after_a_broker_restart_and_keeps_the_session(
     await pub.disconnect()
 
 
-async def test_publish_waits_when_the_window_is_full(mosquitto: MosquittoBroker) -> None:
+async def test_publish_waits_when_the_window_is_full(
+    mosquitto: MosquittoBroker, impl: Impl
+) -> None:
     """No more than max_pending QoS 1 messages are ever handed to paho unacknowledged."""
-    pub = _client(mosquitto, "pub", max_pending=2)
+    pub = _client(mosquitto, impl, "pub", max_pending=2)
     await pub.connect()
     mosquitto.kill()
     await pub.publish("t/1", b"1")
@@ -120,24 +135,28 @@ async def test_publish_waits_when_the_window_is_full(mosquitto: MosquittoBroker)
     await pub.disconnect()
 
 
-async def test_connecting_to_a_closed_port_raises_mqtt_error(mosquitto: MosquittoBroker) -> None:
+async def test_connecting_to_a_closed_port_raises_mqtt_error(
+    mosquitto: MosquittoBroker, impl: Impl
+) -> None:
     mosquitto.kill()
-    client = _client(mosquitto, "nobody")
+    client = _client(mosquitto, impl, "nobody")
     with pytest.raises(MqttError, match="cannot connect"):
         await client.connect(timeout=2)
 
 
-async def test_a_shared_subscription_survives_a_broker_restart(mosquitto: MosquittoBroker) -> None:
+async def test_a_shared_subscription_survives_a_broker_restart(
+    mosquitto: MosquittoBroker, impl: Impl
+) -> None:
     """Mosquitto 2.0 forgets shared subscriptions when it restarts yet reports the session as
     present; the client subscribes again on every connection, so the collector keeps
     receiving."""
     inbox: list[MqttMessage] = []
-    collector = _client(mosquitto, "collector", inbox, subscriptions=(("$share/g/t/+", 1),))
+    collector = _client(mosquitto, impl, "collector", inbox, subscriptions=(("$share/g/t/+", 1),))
     await collector.connect()
     await collector.disconnect()
     mosquitto.restart()
     await collector.connect()
-    publisher = _client(mosquitto, "pub")
+    publisher = _client(mosquitto, impl, "pub")
     await publisher.connect()
 
     await publisher.publish("t/1", b"after restart")
@@ -150,11 +169,12 @@ async def test_a_shared_subscription_survives_a_broker_restart(mosquitto: Mosqui
 
 async def test_a_paused_client_receives_nothing_until_it_resumes(
     mosquitto: MosquittoBroker,
+    impl: Impl,
 ) -> None:
     """Pausing stops reading the socket; resuming delivers what waited in the meantime."""
     inbox: list[MqttMessage] = []
-    sub = _client(mosquitto, "sub", inbox, subscriptions=(("t/#", 1),))
-    pub = _client(mosquitto, "pub")
+    sub = _client(mosquitto, impl, "sub", inbox, subscriptions=(("t/#", 1),))
+    pub = _client(mosquitto, impl, "pub")
     await sub.connect()
     await pub.connect()
     sub.pause_reading()
@@ -172,10 +192,11 @@ async def test_a_paused_client_receives_nothing_until_it_resumes(
 
 async def test_a_paused_client_still_reads_the_acks_its_full_window_waits_for(
     mosquitto: MosquittoBroker,
+    impl: Impl,
 ) -> None:
     """A publish waiting for window room reads PUBACKs while paused: a service that pauses
     its intake and then publishes its replies must not wait for itself."""
-    client = _client(mosquitto, "collector", max_pending=2)
+    client = _client(mosquitto, impl, "collector", max_pending=2)
     await client.connect()
     client.pause_reading()
 
@@ -191,11 +212,11 @@ async def test_a_paused_client_still_reads_the_acks_its_full_window_waits_for(
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_a_paused_client_still_reads_its_connack_after_a_broker_restart(
-    mosquitto: MosquittoBroker, protocol: str
+    mosquitto: MosquittoBroker, impl: Impl, protocol: str
 ) -> None:
     """Reconnecting while paused completes (CONNACK and SUBACK are read) and leaves the
     client paused."""
-    sub = _client(mosquitto, "sub", subscriptions=(("t/#", 1),), protocol=protocol)
+    sub = _client(mosquitto, impl, "sub", subscriptions=(("t/#", 1),), protocol=protocol)
     runner = asyncio.create_task(sub.run(backoff=Backoff(base=0.05, cap=0.2, floor=0.01)))
     await sub.wait_connected()
     sub.pause_reading()
@@ -214,19 +235,21 @@ async def test_a_paused_client_still_reads_its_connack_after_a_broker_restart(
 
 async def test_receive_maximum_bounds_what_the_broker_sends_before_acks(
     mosquitto: MosquittoBroker,
+    impl: Impl,
 ) -> None:
     """MQTT 5 flow control (§4.9): with receive_maximum=3 and nothing acked, the broker
     holds back the rest until acknowledgements free its quota."""
     inbox: list[MqttMessage] = []
     sub = _client(
         mosquitto,
+        impl,
         "collector",
         inbox,
         subscriptions=(("t/#", 1),),
         manual_ack=True,
         receive_maximum=3,
     )
-    pub = _client(mosquitto, "pub")
+    pub = _client(mosquitto, impl, "pub")
     await sub.connect()
     await pub.connect()
     for n in range(8):
@@ -243,9 +266,9 @@ async def test_receive_maximum_bounds_what_the_broker_sends_before_acks(
     await sub.disconnect()
 
 
-async def test_receive_maximum_outside_the_protocol_range_is_refused() -> None:
+async def test_receive_maximum_outside_the_protocol_range_is_refused(impl: Impl) -> None:
     with pytest.raises(ValueError, match=r"receive_maximum must be 1\.\.65535, not 0"):
-        AsyncMqttClient(
+        impl(
             client_id="c",
             broker=parse_broker_url("mqtt://127.0.0.1:1"),
             on_message=lambda _m: None,
@@ -260,9 +283,10 @@ async def test_what_was_queued_while_offline_is_resent_only_when_asked(
     """paho re-sends its queue after the CONNACK; a caller with its own outbox turns that off,
     and nothing of it stays counted as pending."""
     inbox: list[MqttMessage] = []
-    sub = _client(mosquitto, "sub", inbox, subscriptions=(("t/#", 1),))
+    sub = _client(mosquitto, AsyncMqttClient, "sub", inbox, subscriptions=(("t/#", 1),))
     await sub.connect()
-    device = _client(mosquitto, "device", resend_on_reconnect=resend)
+    device = _client(mosquitto, AsyncMqttClient, "device", resend_on_reconnect=resend)
+    assert isinstance(device, AsyncMqttClient)
     assert 1 == device.publish_nowait("t/1", b"queued")
 
     await device.connect()
@@ -277,7 +301,8 @@ async def test_what_was_queued_while_offline_is_resent_only_when_asked(
 
 async def test_publish_nowait_does_not_wait_for_window_room(mosquitto: MosquittoBroker) -> None:
     """The caller bounds what is in flight itself: a full window does not stop it."""
-    pub = _client(mosquitto, "pub", max_pending=1)
+    pub = _client(mosquitto, AsyncMqttClient, "pub", max_pending=1)
+    assert isinstance(pub, AsyncMqttClient)
     await pub.connect()
     mosquitto.kill()
 

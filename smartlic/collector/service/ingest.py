@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from smartlic.collector.changes import PoolFlip
     from smartlic.collector.service.crypto import CryptoPool
     from smartlic.collector.store import Store, Transaction
-    from smartlic.mqtt.aio import MqttMessage
+    from smartlic.mqtt.common import MqttMessage
     from smartlic.protocol import SigningKey, Topics, VerifyingKey
 
 ACTOR = "collector"

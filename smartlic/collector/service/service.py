@@ -2,7 +2,7 @@
 
 One :class:`asyncio.TaskGroup`, named tasks:
 
-* ``mqtt`` — the broker connection (paho on this loop, manual acknowledgement, persistent
+* ``mqtt`` — the broker connection (``mqtt.native`` on this loop, manual acknowledgement, persistent
   session, shared subscription), reconnecting with backoff after an outage;
 * ``ingest`` — takes received messages in batches, has :class:`~.ingest.Ingest` verify, decide
   and commit them, publishes the answers and pushes, then acknowledges the batch in arrival
@@ -12,8 +12,9 @@ One :class:`asyncio.TaskGroup`, named tasks:
 * ``outbox`` — clears pushed notices from the store once the broker acknowledged them, and
   prunes old report receipts.
 
-Received messages wait in a bounded buffer; when it fills, the service stops reading the
-socket (TCP back-pressure on the broker) until the ingest task catches up.
+Received messages wait in a bounded buffer: MQTT 5 Receive Maximum keeps the broker from
+sending more, and when it fills anyway (MQTT 3.1.1) the service stops reading the socket (TCP
+back-pressure on the broker) until the ingest task catches up.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from smartlic.collector.service.pushes import (
 from smartlic.collector.signing_key import check_site_key, read_key_file
 from smartlic.collector.site import site_info
 from smartlic.collector.store import StoreError, open_store
-from smartlic.mqtt.aio import AsyncMqttClient, MqttError, MqttMessage
+from smartlic.mqtt.native import NativeMqttClient
 from smartlic.protocol import ErrorCode, Topics
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from smartlic.collector.service.config import ServiceConfig
     from smartlic.collector.service.notices import ErrorRequest, NoticeRequest
     from smartlic.collector.store import Store, Transaction
+    from smartlic.mqtt.common import MqttError, MqttMessage
     from smartlic.protocol import SigningKey
 
 T = TypeVar("T")
@@ -85,7 +87,7 @@ class CollectorService:
         self._outbox_mids: dict[int, int] = {}
         self.processed = 0
         self.started = asyncio.Event()
-        self._client: AsyncMqttClient | None = None
+        self._client: NativeMqttClient | None = None
         self._store: Store | None = None
         self._crypto: CryptoPool | None = None
         self._ingest: Ingest | None = None
@@ -132,7 +134,7 @@ class CollectorService:
             subscription = (
                 self.topics.shared_uplink_filter(group) if group else self.topics.uplink_filter
             )
-            self._client = AsyncMqttClient(
+            self._client = NativeMqttClient(
                 client_id=config.client_id,
                 broker=config.broker_address(),
                 on_message=self._received,
@@ -196,7 +198,7 @@ class CollectorService:
             await client.disconnect()
             await runner
 
-    def _connected(self, session_present: bool) -> None:  # noqa: FBT001 -- paho's callback shape
+    def _connected(self, session_present: bool) -> None:  # noqa: FBT001 -- the clients' callback shape
         log.info("collector.connected", session_present=session_present)
         # Anything pushed before a crash or outage and not yet acknowledged goes out again.
         asyncio.get_running_loop().create_task(self._resend_outbox(), name="outbox-resend")
@@ -402,7 +404,7 @@ class CollectorService:
             if message.outbox_id is not None:
                 self._outbox_mids[mid] = message.outbox_id
 
-    def _require_client(self) -> AsyncMqttClient:
+    def _require_client(self) -> NativeMqttClient:
         return _required(self._client, "MQTT client")
 
     def _require_store(self) -> Store:
