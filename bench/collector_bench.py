@@ -8,6 +8,14 @@ publisher process sends the reports (QoS 1); a separate subscriber process times
 notice. The load generator's own CPU is therefore not counted: the collector's CPU time is read
 from /proc for its process only.
 
+Both load generators are raw-socket MQTT clients (blocking sockets, packets from the sans-I/O
+:mod:`smartlic.mqtt.packets`, protocol version per ``--mqtt-protocol``) rather than paho, so on a
+2-core machine they leave the collector the CPU paho would have taken. The publisher encodes
+every PUBLISH before the first goes out, sends whatever is due in one ``sendall`` (at most
+1,000 unacknowledged; packet ids are reused only after their PUBACK) and reads PUBACKs 256 KiB
+at a time. The subscriber (QoS 1) reads as much at once, timestamps each read when it returns
+and answers all its PUBLISHes with one ``sendall`` of PUBACKs.
+
 Two phases:
 
 1. **drain**: all reports at once; reports/s = reports / (first publish → last notice);
@@ -26,8 +34,10 @@ import json
 import multiprocessing
 import os
 import secrets
+import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,8 +46,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from smartlic.collector import site
 from smartlic.collector.accounts import virtual_account_or_default
 from smartlic.collector.devices import NewDevice, register_devices
@@ -45,7 +53,17 @@ from smartlic.collector.orders import OrderLine, deposit_order
 from smartlic.collector.signing_key import write_key_file
 from smartlic.collector.store import open_store
 from smartlic.collector.users import load_actor
+from smartlic.mqtt import packets
 from smartlic.mqtt.broker import MosquittoBroker
+from smartlic.mqtt.packets import (
+    Packet,
+    PacketReader,
+    PacketType,
+    read_connack,
+    read_packet_id,
+    read_publish,
+    read_suback,
+)
 from smartlic.protocol import (
     Algorithm,
     Authorization,
@@ -145,52 +163,141 @@ async def build_site(
     return db, key_path, signed
 
 
-def _client(client_id: str) -> paho.Client:
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv311
-    )
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    return client
+KEEPALIVE = 60
+"""Seconds: the load generators' MQTT keepalive."""
+WINDOW = 1000
+"""The publisher's most unacknowledged PUBLISHes (packet ids are reused only after their PUBACK)."""
+RECV = 1 << 18
+"""Bytes asked of each ``recv``: one read takes hundreds of packets."""
+NOTICES = "smartlic/v1/d/+/down"
 
 
-def publisher(port: int, messages: list[tuple[str, bytes, int]], rate: float, out: Any) -> None:  # noqa: ANN401 -- a multiprocessing queue
-    """Publish every message (at ``rate``/s, or flat out when 0); send back the send times."""
-    client = _client(f"bench-pub-{os.getpid()}")
-    client.connect("127.0.0.1", port)
-    client.loop_start()
+def _connect(port: int, client_id: str, *, v5: bool) -> tuple[socket.socket, PacketReader]:
+    """A blocking MQTT connection (clean start) once the broker has accepted it."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(packets.connect(client_id=client_id, v5=v5, clean_start=True, keepalive=KEEPALIVE))
+    reader = PacketReader()
+    ack = _expect(sock, reader, PacketType.CONNACK)
+    if read_connack(ack, v5=v5).reason:
+        raise ConnectionError(f"{client_id}: the broker refused the connection")
+    return sock, reader
+
+
+def _expect(sock: socket.socket, reader: PacketReader, kind: PacketType) -> Packet:
+    """The next packet, which must be a ``kind`` and the only one the broker has sent yet."""
+    while not (arrived := reader.feed(_recv(sock))):
+        pass
+    if len(arrived) != 1 or arrived[0].type is not kind:
+        raise ConnectionError(f"expected {kind.name}, got {[p.type.name for p in arrived]}")
+    return arrived[0]
+
+
+def _recv(sock: socket.socket) -> bytes:
+    data = sock.recv(RECV)
+    if not data:
+        raise ConnectionError("the broker closed the connection")
+    return data
+
+
+def publisher(
+    port: int,
+    messages: list[tuple[str, bytes, int]],
+    rate: float,
+    out: Any,  # noqa: ANN401 -- a multiprocessing queue
+    *,
+    v5: bool,
+) -> None:
+    """Publish every message (at ``rate``/s, or flat out when 0); send back the send times.
+
+    Every PUBLISH is encoded before the first is sent; whatever is due and fits the window goes
+    out in one ``sendall``, and PUBACKs come back in large reads.
+    """
+    sock, reader = _connect(port, f"bench-pub-{os.getpid()}", v5=v5)
+    wire = [
+        packets.publish(topic, payload, qos=1, packet_id=index % 65535 + 1, v5=v5)
+        for index, (topic, payload, _) in enumerate(messages)
+    ]
+    keys = [(TOPICS.device_of_uplink(topic), seq) for topic, _, seq in messages]
+    total = len(wire)
     sent: list[tuple[str, int, float]] = []
+    pending: set[int] = set()
+    index = 0
     start = time.monotonic()
-    for index, (topic, payload, seq) in enumerate(messages):
-        if rate:
-            delay = start + index / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        # Stay below paho's 16-bit packet ids: wait while too many are unacknowledged.
-        while len(client._out_messages) > 20_000:  # noqa: SLF001 -- paho exposes no public count
-            time.sleep(0.001)
-        sent.append((TOPICS.device_of_uplink(topic), seq, time.monotonic()))
-        client.publish(topic, payload, qos=1)
-    while client._out_messages:  # noqa: SLF001 -- wait until the broker has everything
-        time.sleep(0.01)
-    client.loop_stop()
-    client.disconnect()
+    while index < total or pending:
+        now = time.monotonic()
+        first = index
+        while index < total and len(pending) < WINDOW and not (rate and start + index / rate > now):
+            packet_id = index % 65535 + 1
+            if packet_id in pending:
+                break
+            pending.add(packet_id)
+            index += 1
+        if index > first:
+            sock.sendall(b"".join(wire[first:index]))
+            sent.extend((device, seq, now) for device, seq in keys[first:index])
+        # Block for PUBACKs, unless a paced send falls due first.
+        timeout = None
+        if rate and index < total and len(pending) < WINDOW and index % 65535 + 1 not in pending:
+            timeout = max(0.0, start + index / rate - time.monotonic())
+        if not pending:
+            time.sleep(timeout or 0.0)
+            continue
+        if timeout is not None and not select.select([sock], [], [], timeout)[0]:
+            continue
+        for packet in reader.feed(_recv(sock)):
+            if packet.type is PacketType.PUBACK:
+                pending.discard(read_packet_id(packet))
+    sock.sendall(packets.DISCONNECT)
+    sock.close()
     out.put(sent)
 
 
-def subscriber(port: int, expected: int, ready: Any, out: Any, deadline: float) -> None:  # noqa: ANN401 -- multiprocessing objects
-    """Timestamp every notice until ``expected`` arrived or ``deadline`` (monotonic) passed."""
+def subscriber(
+    port: int,
+    expected: int,
+    ready: Any,  # noqa: ANN401 -- a multiprocessing event
+    out: Any,  # noqa: ANN401 -- a multiprocessing queue
+    deadline: float,
+    *,
+    v5: bool,
+) -> None:
+    """Timestamp every notice until ``expected`` arrived or ``deadline`` (monotonic) passed.
+
+    Each read is timestamped once, when it returns; its PUBACKs go back in one ``sendall``.
+    """
     got: list[tuple[bytes, float]] = []
-    client = _client(f"bench-sub-{os.getpid()}")
-    client.on_message = lambda _c, _u, m: got.append((bytes(m.payload), time.monotonic()))
-    client.on_subscribe = lambda *_a: ready.set()
-    client.connect("127.0.0.1", port)
-    client.subscribe("smartlic/v1/d/+/down", qos=1)
-    client.loop_start()
-    while len(got) < expected and time.monotonic() < deadline:
-        time.sleep(0.01)
-    client.loop_stop()
-    client.disconnect()
+    sock, reader = _connect(port, f"bench-sub-{os.getpid()}", v5=v5)
+    sock.sendall(packets.subscribe(1, [(NOTICES, 1)], v5=v5))
+    _, codes = read_suback(_expect(sock, reader, PacketType.SUBACK), v5=v5)
+    if any(code >= 0x80 for code in codes):
+        raise ConnectionError(f"the broker refused the subscription: {codes}")
+    ready.set()
+    last_sent = time.monotonic()
+    while len(got) < expected:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if now - last_sent >= KEEPALIVE / 2:
+            sock.sendall(packets.PINGREQ)
+            last_sent = now
+        wait = min(deadline - now, KEEPALIVE / 2 - (now - last_sent))
+        if not select.select([sock], [], [], wait)[0]:
+            continue
+        data = _recv(sock)
+        at = time.monotonic()
+        acks = []
+        for packet in reader.feed(data):
+            if packet.type is PacketType.PUBLISH:
+                notice = read_publish(packet, v5=v5)
+                got.append((notice.payload, at))
+                if notice.qos:
+                    acks.append(packets.puback(notice.packet_id))
+        if acks:
+            sock.sendall(b"".join(acks))
+            last_sent = at
+    sock.sendall(packets.DISCONNECT)
+    sock.close()
     out.put(got)
 
 
@@ -222,16 +329,20 @@ def run_phase(
     collector: subprocess.Popen[bytes],
     messages: list[tuple[str, bytes, int]],
     rate: float,
+    *,
+    v5: bool,
 ) -> dict[str, Any]:
     ctx = multiprocessing.get_context("fork")
     ready, sent_q, got_q = ctx.Event(), ctx.Queue(), ctx.Queue()
     deadline = time.monotonic() + 300
-    sub = ctx.Process(target=subscriber, args=(port, len(messages), ready, got_q, deadline))
+    sub = ctx.Process(
+        target=subscriber, args=(port, len(messages), ready, got_q, deadline), kwargs={"v5": v5}
+    )
     sub.start()
     ready.wait(10)
     cpu_before = cpu_seconds(collector.pid)
     threads_before = thread_cpu(collector.pid)
-    pub = ctx.Process(target=publisher, args=(port, messages, rate, sent_q))
+    pub = ctx.Process(target=publisher, args=(port, messages, rate, sent_q), kwargs={"v5": v5})
     pub.start()
     sent = sent_q.get()
     got = got_q.get()
@@ -292,6 +403,7 @@ def main() -> int:
     parser.add_argument("--py-spy", type=Path, help="write a py-spy profile of the drain here")
     args = parser.parse_args()
 
+    v5 = args.mqtt_protocol == "5"
     baseline = bare_crypto_cost()
     with tempfile.TemporaryDirectory(prefix="smartlic-bench-") as tmp:
         folder = Path(tmp)
@@ -339,12 +451,12 @@ def main() -> int:
                         ]
                     )
                     time.sleep(1)
-                drain = run_phase(broker.port, collector, drain_set, rate=0)
+                drain = run_phase(broker.port, collector, drain_set, rate=0, v5=v5)
                 if profiler:
                     profiler.send_signal(signal.SIGINT)
                     profiler.wait()
                 paced = run_phase(
-                    broker.port, collector, paced_set, rate=drain["reports_per_s"] / 2
+                    broker.port, collector, paced_set, rate=drain["reports_per_s"] / 2, v5=v5
                 )
             finally:
                 collector.terminate()
