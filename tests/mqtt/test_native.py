@@ -1,0 +1,227 @@
+"""The collector's own MQTT client against a scripted broker on loopback: what Mosquitto will
+not do on demand (malformed packets, refusals, silence, a small Receive Maximum)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import pytest
+from smartlic.mqtt import packets
+from smartlic.mqtt.common import Backoff, MqttError, MqttMessage
+from smartlic.mqtt.native import NativeMqttClient
+from smartlic.mqtt.packets import Packet, PacketReader, PacketType
+from smartlic.mqtt.url import BrokerAddress
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = pytest.mark.timeout(30)
+
+ACCEPT = b"\x20\x03\x00\x00\x00"
+"""A v5 CONNACK: no session, success, no properties."""
+RESUME = b"\x20\x03\x01\x00\x00"
+"""A v5 CONNACK with the session present."""
+
+
+class Peer:
+    """One connection to the scripted broker: read packets, write bytes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._packets = PacketReader()
+        self._ready: list[Packet] = []
+
+    async def next(self, timeout: float = 5.0) -> Packet:  # noqa: ASYNC109 -- test helper
+        async with asyncio.timeout(timeout):
+            while not self._ready:
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionError("the client closed the connection")
+                self._ready += self._packets.feed(data)
+        return self._ready.pop(0)
+
+    async def expect(self, kind: PacketType) -> Packet:
+        packet = await self.next()
+        assert kind is packet.type
+        return packet
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+
+class ScriptedBroker:
+    def __init__(self) -> None:
+        self.peers: asyncio.Queue[Peer] = asyncio.Queue()
+        self.every: list[Peer] = []
+        self.server: asyncio.Server | None = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = Peer(reader, writer)
+        self.every.append(peer)
+        await self.peers.put(peer)
+
+    @property
+    def address(self) -> BrokerAddress:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return BrokerAddress(host=host, port=port)
+
+    async def accept(self, connack: bytes = ACCEPT) -> Peer:
+        """The next connection, its CONNECT read and answered with ``connack``."""
+        async with asyncio.timeout(5):
+            peer = await self.peers.get()
+        await peer.expect(PacketType.CONNECT)
+        await peer.send(connack)
+        return peer
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[ScriptedBroker]:
+    scripted = ScriptedBroker()
+    scripted.server = await asyncio.start_server(scripted._accept, "127.0.0.1", 0)
+    try:
+        yield scripted
+    finally:
+        scripted.server.close()
+        for peer in scripted.every:
+            peer.writer.close()
+            with contextlib.suppress(ConnectionError):
+                await peer.writer.wait_closed()
+        await scripted.server.wait_closed()
+
+
+def _client(broker: ScriptedBroker, **options: object) -> NativeMqttClient:
+    inbox: list[MqttMessage] = []
+    return NativeMqttClient(
+        client_id="collector",
+        broker=broker.address,
+        on_message=inbox.append,
+        **options,  # type: ignore[arg-type]  # keyword options of the constructor
+    )
+
+
+async def _connected(broker: ScriptedBroker, client: NativeMqttClient) -> Peer:
+    connecting = asyncio.create_task(client.connect())
+    peer = await broker.accept()
+    await connecting
+    return peer
+
+
+async def test_a_malformed_packet_ends_the_connection_and_run_connects_again(
+    broker: ScriptedBroker,
+) -> None:
+    """Bad bytes from the broker are a lost connection, never an exception in the service."""
+    lost: list[str] = []
+    client = _client(broker, on_disconnect=lambda: lost.append("lost"))
+    runner = asyncio.create_task(client.run(backoff=Backoff(base=0.01, cap=0.05, floor=0.01)))
+    first = await broker.accept()
+    await client.wait_connected()
+
+    await first.send(b"\x00\x00")  # packet type 0 is reserved
+    await broker.accept()
+    async with asyncio.timeout(5):
+        while client.generation < 2:
+            await asyncio.sleep(0.01)
+
+    assert ["lost"] == lost
+    await client.disconnect()
+    await runner
+
+
+async def test_a_disconnect_from_the_broker_ends_the_connection(broker: ScriptedBroker) -> None:
+    lost: list[str] = []
+    client = _client(broker, on_disconnect=lambda: lost.append("lost"))
+    peer = await _connected(broker, client)
+
+    await peer.send(b"\xe0\x01\x8b")  # v5 DISCONNECT: server shutting down
+    async with asyncio.timeout(5):
+        await client.wait_lost()
+
+    assert (["lost"], False) == (lost, client.connected)
+
+
+async def test_a_refused_connection_says_the_reason_code_and_string(
+    broker: ScriptedBroker,
+) -> None:
+    client = _client(broker)
+    connecting = asyncio.create_task(client.connect())
+    refusal = b"\x20\x0f\x00\x87\x0c\x1f\x00\x09not yours"  # 0x87 not authorized
+
+    await broker.accept(connack=refusal)
+
+    with pytest.raises(MqttError, match=r"refused the connection \(code 0x87\): not yours"):
+        await connecting
+
+
+async def test_an_idle_client_pings_and_gives_up_on_a_silent_broker(
+    broker: ScriptedBroker,
+) -> None:
+    """MQTT 3.1.1 §3.1.2.10: a PINGREQ after a keep-alive period of silence, and no PINGRESP
+    within another means the link is dead."""
+    client = _client(broker, keepalive=1)
+    peer = await _connected(broker, client)
+
+    await peer.expect(PacketType.PINGREQ)
+    async with asyncio.timeout(5):
+        await client.wait_lost()
+
+    assert not client.connected
+
+
+async def test_a_pingresp_keeps_the_connection(broker: ScriptedBroker) -> None:
+    client = _client(broker, keepalive=1)
+    peer = await _connected(broker, client)
+
+    for _ in range(3):
+        await peer.expect(PacketType.PINGREQ)
+        await peer.send(b"\xd0\x00")
+
+    assert client.connected
+    await client.disconnect()
+
+
+async def test_unacknowledged_publishes_go_out_again_with_dup_set(broker: ScriptedBroker) -> None:
+    """MQTT 3.1.1 §4.4: on reconnection, the unacknowledged PUBLISH again, same packet id."""
+    client = _client(broker)
+    runner = asyncio.create_task(client.run(backoff=Backoff(base=0.01, cap=0.05, floor=0.01)))
+    first = await broker.accept()
+    await client.wait_connected()
+    packet_id = await client.publish("d/1/down", b"notice")
+    sent = packets.read_publish(await first.expect(PacketType.PUBLISH), v5=True)
+    first.writer.close()
+
+    second = await broker.accept(connack=RESUME)
+    again = packets.read_publish(await second.expect(PacketType.PUBLISH), v5=True)
+    await second.send(packets.puback(packet_id))
+    async with asyncio.timeout(5):
+        while client.pending:
+            await asyncio.sleep(0.01)
+
+    assert (packet_id, False, b"notice") == (sent.packet_id, sent.dup, sent.payload)
+    assert (packet_id, True, b"notice") == (again.packet_id, again.dup, again.payload)
+    await client.disconnect()
+    await runner
+
+
+async def test_the_brokers_receive_maximum_bounds_publishes_in_flight(
+    broker: ScriptedBroker,
+) -> None:
+    """MQTT 5 §4.9: with Receive Maximum 2, the third publish waits for an acknowledgement."""
+    client = _client(broker)
+    connecting = asyncio.create_task(client.connect())
+    peer = await broker.accept(connack=b"\x20\x06\x00\x00\x03\x21\x00\x02")
+    await connecting
+    ids = [await client.publish(f"d/{n}/down", b"x") for n in range(3)]
+
+    sent = [await peer.expect(PacketType.PUBLISH) for _ in range(2)]
+    with pytest.raises(TimeoutError):
+        await peer.next(timeout=0.3)
+    await peer.send(packets.puback(ids[0]))
+    sent.append(await peer.expect(PacketType.PUBLISH))
+
+    assert ids == [packets.read_publish(p, v5=True).packet_id for p in sent]
+    await client.disconnect()
