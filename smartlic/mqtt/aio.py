@@ -42,15 +42,10 @@ __all__ = [
 
 import asyncio
 import contextlib
-import functools
-import weakref
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from smartlic.mqtt.common import (
     SESSION_EXPIRY_NEVER,
@@ -60,74 +55,18 @@ from smartlic.mqtt.common import (
     ProtocolName,
     stay_connected,
 )
+from smartlic.mqtt.paho_loop import Ticker, connect_pool, connect_properties
 
 if TYPE_CHECKING:
     import random
     import socket
     from collections.abc import Callable, Iterable
 
+    from paho.mqtt.properties import Properties
+
     from smartlic.mqtt.url import BrokerAddress
 
-_CONNECT_THREADS: Final = 8
-_MISC_INTERVAL: Final = 1.0
 _PAHO_INFLIGHT: Final = 32
-
-
-class _Ticker:
-    """One task per event loop that runs ``loop_misc`` for every live client each second."""
-
-    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker]] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.clients: set[AsyncMqttClient] = set()
-        self.task: asyncio.Task[None] | None = None
-        self.loop = loop
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> _Ticker:
-        ticker = cls._by_loop.get(loop)
-        if ticker is None:
-            ticker = cls._by_loop[loop] = cls(loop)
-        return ticker
-
-    def add(self, client: AsyncMqttClient) -> None:
-        self.clients.add(client)
-        if self.task is None or self.task.done():
-            self.task = self.loop.create_task(self._run(), name="mqtt-keepalive")
-
-    def discard(self, client: AsyncMqttClient) -> None:
-        self.clients.discard(client)
-
-    async def _run(self) -> None:
-        while self.clients:
-            await asyncio.sleep(_MISC_INTERVAL)
-            for client in list(self.clients):
-                client.misc()
-
-
-@functools.lru_cache(maxsize=16)
-def _connect_properties(session_expiry: int, receive_maximum: int) -> Properties:
-    """One CONNECT ``Properties`` per setting, shared: paho keeps the one it is given for
-    reconnections, and each instance builds its own name and type tables (≈ 7 kB of RSS per
-    client, measured by bench/connection_memory.py)."""
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
-    properties.SessionExpiryInterval = session_expiry
-    properties.ReceiveMaximum = receive_maximum
-    return properties
-
-
-_connect_pool: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    # paho's connect() blocks in socket.create_connection(); a SYN lost to a full listen
-    # backlog is retried after 1, 3, 7 s. A few threads keep that off the event loop.
-    global _connect_pool  # noqa: PLW0603 -- one lazily created pool per process
-    if _connect_pool is None:
-        _connect_pool = ThreadPoolExecutor(_CONNECT_THREADS, thread_name_prefix="mqtt-connect")
-    return _connect_pool
 
 
 class AsyncMqttClient:
@@ -240,11 +179,11 @@ class AsyncMqttClient:
         self._lost = self._loop.create_future()
         properties = None
         if self.protocol == "5":
-            properties = _connect_properties(self.session_expiry, self._receive_maximum)
+            properties = connect_properties(self.session_expiry, self._receive_maximum)
         try:
             async with asyncio.timeout(timeout):
                 rc = await self._loop.run_in_executor(
-                    _pool(),
+                    connect_pool(),
                     lambda: self._client.connect(
                         self.broker.host,
                         self.broker.port,
@@ -263,7 +202,7 @@ class AsyncMqttClient:
         except MqttError:
             self._drop_socket()
             raise
-        _Ticker.of(self._loop).add(self)
+        Ticker.of(self._loop).add(self)
         # Subscribe on every connection, even when the broker kept the session: Mosquitto
         # 2.0.11 (measured here) restores plain subscriptions from its persistence file after a
         # restart but silently drops shared ones ($share/...), while still reporting the
@@ -332,7 +271,7 @@ class AsyncMqttClient:
                     async with asyncio.timeout(timeout):
                         await asyncio.shield(lost)
         self._drop_socket()
-        _Ticker.of(self._loop).discard(self)
+        Ticker.of(self._loop).discard(self)
 
     def abort(self) -> None:
         """Drop the connection without DISCONNECT: what a crash looks like to the broker."""

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from smartlic.mqtt import packets
@@ -32,6 +31,7 @@ from smartlic.mqtt.common import (
     ProtocolName,
     stay_connected,
 )
+from smartlic.mqtt.outgoing import MAX_PACKET_ID, Outgoing, OutgoingQueue
 from smartlic.mqtt.packets import MalformedPacket, Packet, PacketReader, PacketType
 
 if TYPE_CHECKING:
@@ -41,18 +41,7 @@ if TYPE_CHECKING:
     from smartlic.mqtt.common import Backoff
     from smartlic.mqtt.url import BrokerAddress
 
-_MAX_PACKET_ID: Final = 0xFFFF
 _TICK: Final = 1.0
-
-
-class _Outgoing:
-    __slots__ = ("payload", "qos", "sent", "topic")
-
-    def __init__(self, topic: str, payload: bytes, qos: int) -> None:
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.sent = False
 
 
 class _Link(asyncio.Protocol):
@@ -99,7 +88,7 @@ class NativeMqttClient:
         on_disconnect: Callable[[], None] | None = None,
         on_published: Callable[[int], None] | None = None,
     ) -> None:
-        if not 1 <= receive_maximum <= _MAX_PACKET_ID:  # MQTT 5 §3.1.2.11.3
+        if not 1 <= receive_maximum <= MAX_PACKET_ID:  # MQTT 5 §3.1.2.11.3
             raise ValueError(f"receive_maximum must be 1..65535, not {receive_maximum}")
         self.client_id = client_id
         self.broker = broker
@@ -110,7 +99,7 @@ class NativeMqttClient:
         self.subscriptions = list(subscriptions)
         self._v5 = protocol == "5"
         self._manual_ack = manual_ack
-        self._max_pending = min(max_pending, _MAX_PACKET_ID)
+        self._max_pending = min(max_pending, MAX_PACKET_ID - 16)  # ids left for SUBSCRIBE
         self._receive_maximum = receive_maximum
         self._on_message = on_message
         self._on_connect = on_connect
@@ -122,12 +111,8 @@ class NativeMqttClient:
         self._link: _Link | None = None
         self._link_up = False
         self._reader = PacketReader()
-        self._outgoing: dict[int, _Outgoing] = {}
-        """Publishes not yet acknowledged by the broker, by packet id, in the order given."""
-        self._unsent: deque[int] = deque()
-        self._in_flight = 0
-        self._send_quota = _MAX_PACKET_ID
-        self._next_id = 1
+        self._outgoing = OutgoingQueue()
+        self._send_quota = MAX_PACKET_ID
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
         self._room = asyncio.Event()
         self._room.set()
@@ -231,7 +216,7 @@ class NativeMqttClient:
         shared subscriptions when it restarts (see ``aio.py``). Waits for the SUBACK."""
         if not self.subscriptions:
             return
-        packet_id = self._allocate_id()
+        packet_id = self._outgoing.allocate_id(busy=self._subacks)
         done = self._subacks[packet_id] = self._loop.create_future()
         self._send(packets.subscribe(packet_id, self.subscriptions, v5=self._v5))
         try:
@@ -300,9 +285,8 @@ class NativeMqttClient:
             finally:
                 self._room_waiters -= 1
                 self._sync_reading()
-        packet_id = self._allocate_id()
-        self._outgoing[packet_id] = _Outgoing(topic, payload, qos)
-        self._unsent.append(packet_id)
+        packet_id = self._outgoing.allocate_id(busy=self._subacks)
+        self._outgoing.add(packet_id, Outgoing(topic, payload, qos))
         self._pump()
         return packet_id
 
@@ -341,42 +325,26 @@ class NativeMqttClient:
         elif not wanted and link.transport.is_reading():
             link.transport.pause_reading()
 
-    def _allocate_id(self) -> int:
-        for _ in range(_MAX_PACKET_ID):
-            packet_id = self._next_id
-            self._next_id = packet_id % _MAX_PACKET_ID + 1
-            if packet_id not in self._outgoing and packet_id not in self._subacks:
-                return packet_id
-        raise MqttError("no free packet identifier")  # pragma: no cover -- max_pending < 65535
-
     def _resend(self) -> None:
         """After a CONNACK: everything unacknowledged goes out again, in its order."""
-        self._in_flight = 0
-        self._unsent = deque(self._outgoing)
+        self._outgoing.restart()
         self._pump()
 
     def _pump(self) -> None:
         """Send queued publishes while the broker's Receive Maximum allows."""
         if not self._link_up:
             return
-        v5 = self._v5
-        while self._unsent and self._in_flight < self._send_quota:
-            packet_id = self._unsent.popleft()
-            message = self._outgoing.get(packet_id)
-            if message is None:
-                continue
+        for packet_id, message, dup in self._outgoing.due(self._send_quota):
             self._send(
                 packets.publish(
                     message.topic,
                     message.payload,
                     qos=message.qos,
                     packet_id=packet_id,
-                    v5=v5,
-                    dup=message.sent,
+                    v5=self._v5,
+                    dup=dup,
                 )
             )
-            message.sent = True
-            self._in_flight += 1
 
     def _send(self, data: bytes) -> None:
         """Write at the end of this turn of the event loop, together with whatever else."""
@@ -459,10 +427,8 @@ class NativeMqttClient:
         future.set_result(ack)
 
     def _acknowledged(self, packet_id: int) -> None:
-        message = self._outgoing.pop(packet_id, None)
-        if message is None:
+        if not self._outgoing.acknowledged(packet_id):
             return  # a PUBACK for a publish already acknowledged: harmless (a resend)
-        self._in_flight = max(0, self._in_flight - 1)
         if len(self._outgoing) < self._max_pending:
             self._room.set()
         self._pump()
@@ -514,7 +480,6 @@ class NativeMqttClient:
         was_connected = self._connected.is_set()
         self._connected.clear()
         self._link_up = False
-        self._in_flight = 0
         self._ping_sent = None
         self._writes = []
         ticker = self._ticker
