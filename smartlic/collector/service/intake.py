@@ -22,6 +22,9 @@ from smartlic.protocol import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from smartlic.mqtt.common import MqttMessage
     from smartlic.protocol import Topics, VerifyingKey
 
 DEAD_LETTER_PAYLOAD_LIMIT: Final = 65_536
@@ -98,3 +101,19 @@ def parse(topics: Topics, topic: str, payload: bytes, *, mid: int = 0, qos: int 
         return item
     item.opened = opened
     return item
+
+
+def worth_keeping_after_reconnect(
+    waiting: Iterable[MqttMessage], *, generation: int, session_present: bool
+) -> list[MqttMessage]:
+    """Which received, not yet handled messages to keep when a new connection is up.
+
+    One received on an earlier connection can no longer be acknowledged, and when the broker
+    kept our session it delivers that message again on this connection (MQTT 3.1.1 §4.4):
+    handling both copies would only answer one twice, and a collector whose store is down
+    long enough to reconnect every keep-alive would buffer a fresh copy of everything each
+    time. Without the session the earlier copy is the only one, so it stays.
+    """
+    if not session_present:
+        return list(waiting)
+    return [message for message in waiting if message.generation == generation]

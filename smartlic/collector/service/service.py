@@ -33,6 +33,7 @@ from smartlic.collector.receipts import DeadLetter, add_dead_letters, prune_acce
 from smartlic.collector.service.clock import Clock
 from smartlic.collector.service.crypto import CryptoPool
 from smartlic.collector.service.ingest import ACTOR, Ingest, Settings
+from smartlic.collector.service.intake import worth_keeping_after_reconnect
 from smartlic.collector.service.notices import number_notices
 from smartlic.collector.service.outbox import (
     Outgoing,
@@ -200,6 +201,14 @@ class CollectorService:
 
     def _connected(self, session_present: bool) -> None:  # noqa: FBT001 -- the clients' callback shape
         log.info("collector.connected", session_present=session_present)
+        kept = worth_keeping_after_reconnect(
+            self._intake,
+            generation=self._require_client().generation,
+            session_present=session_present,
+        )
+        if len(kept) < len(self._intake):
+            log.info("collector.redelivery_expected", dropped=len(self._intake) - len(kept))
+            self._intake = deque(kept)
         # Anything pushed before a crash or outage and not yet acknowledged goes out again.
         asyncio.get_running_loop().create_task(self._resend_outbox(), name="outbox-resend")
 
