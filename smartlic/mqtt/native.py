@@ -98,6 +98,8 @@ class NativeMqttClient:
         self.keepalive = keepalive
         self.subscriptions = list(subscriptions)
         self._v5 = protocol == "5"
+        self._tls = broker.tls.context() if broker.tls is not None else None
+        """Built once, so unusable TLS files are an error at once, not at each connection."""
         self._manual_ack = manual_ack
         self._max_pending = min(max_pending, MAX_PACKET_ID - 16)  # ids left for SUBSCRIBE
         self._receive_maximum = receive_maximum
@@ -164,7 +166,7 @@ class NativeMqttClient:
         self._reader = PacketReader()
         broker = self.broker
         try:
-            context = broker.tls.context() if broker.tls is not None else None
+            context = self._tls
             async with asyncio.timeout(timeout):
                 _, link = await self._loop.create_connection(
                     lambda: _Link(self),
@@ -183,8 +185,10 @@ class NativeMqttClient:
         except MqttError:
             self._give_up_connecting()
             raise
-        if ack.server_keepalive is not None:
-            self._keepalive_now = ack.server_keepalive
+        # MQTT 5 §3.2.2.3.14: the broker's Server Keep Alive replaces ours.
+        self._keepalive_now = (
+            ack.server_keepalive if ack.server_keepalive is not None else self.keepalive
+        )
         self._send_quota = ack.receive_maximum
         self._resend()
         self._ticker = self._loop.create_task(self._tick(), name=f"mqtt-keepalive-{self.client_id}")

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from smartlic.mqtt.aio import AsyncMqttClient, MqttMessage
 from smartlic.mqtt.broker import MosquittoBroker, free_port
+from smartlic.mqtt.native import NativeMqttClient
 from smartlic.mqtt.url import TlsSettings, parse_broker_url
 from smartlic.protocol import Topics
 
@@ -139,7 +140,7 @@ async def test_devices_reach_only_their_own_topics(
     seen_by_collector: list[MqttMessage] = []
     seen_by_a: list[MqttMessage] = []
     seen_by_b: list[MqttMessage] = []
-    collector = AsyncMqttClient(
+    collector = NativeMqttClient(  # the collector's own client, with username and password
         client_id="collector-1",
         broker=parse_broker_url(f"mqtt://collector-1:pw@127.0.0.1:{collector_port}"),
         on_message=seen_by_collector.append,
@@ -174,3 +175,39 @@ async def test_devices_reach_only_their_own_topics(
     assert [(TOPICS.uplink(DEVICE_A), b"mine")] == [(m.topic, m.payload) for m in seen_by_collector]
     for client in (collector, device_a, device_b):
         await client.disconnect()
+
+
+async def test_the_collectors_client_speaks_tls_with_a_client_certificate(
+    acl_broker: tuple[MosquittoBroker, int], pki: Path
+) -> None:
+    """The native client over TLS (CA-verified broker, client certificate) against the deploy
+    configuration: here in a device's place, whose certificate names its identity."""
+    broker, collector_port = acl_broker
+    inbox: list[MqttMessage] = []
+    tls = TlsSettings(
+        ca_file=pki / "ca.crt", cert_file=pki / "device-a.crt", key_file=pki / "device-a.key"
+    )
+    device = NativeMqttClient(
+        client_id=DEVICE_A,
+        broker=parse_broker_url(f"mqtts://127.0.0.1:{broker.port}", tls=tls),
+        on_message=inbox.append,
+        subscriptions=[(TOPICS.downlink(DEVICE_A), 1)],
+        clean_start=True,
+    )
+    collector = NativeMqttClient(
+        client_id="collector-1",
+        broker=parse_broker_url(f"mqtt://collector-1:pw@127.0.0.1:{collector_port}"),
+        on_message=lambda _m: None,
+        clean_start=True,
+    )
+    await device.connect()
+    await collector.connect()
+
+    await collector.publish(TOPICS.downlink(DEVICE_A), b"over tls")
+    async with asyncio.timeout(5):
+        while not inbox:
+            await asyncio.sleep(0.01)
+
+    assert [b"over tls"] == [m.payload for m in inbox]
+    await device.disconnect()
+    await collector.disconnect()
