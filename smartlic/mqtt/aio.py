@@ -47,89 +47,35 @@ from typing import TYPE_CHECKING, Any, Final
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
+from smartlic.mqtt.base import MqttClient
 from smartlic.mqtt.common import (
     SESSION_EXPIRY_NEVER,
     Backoff,
     MqttError,
     MqttMessage,
     ProtocolName,
-    stay_connected,
 )
 from smartlic.mqtt.paho_loop import Ticker, connect_pool, connect_properties
 
 if TYPE_CHECKING:
-    import random
     import socket
-    from collections.abc import Callable, Iterable
 
     from paho.mqtt.properties import Properties
 
-    from smartlic.mqtt.url import BrokerAddress
 
 _PAHO_INFLIGHT: Final = 32
 
 
-class AsyncMqttClient:
-    """One MQTT connection on the running asyncio loop.
+class AsyncMqttClient(MqttClient):
+    """paho-mqtt on the running asyncio loop (see the module doc and :class:`MqttClient`)."""
 
-    ``on_message`` is called on the loop for every message received (keep it quick: hand the
-    message to a queue or a sans-I/O core). With ``manual_ack=True`` every QoS 1 message must
-    be acknowledged with :meth:`ack`, in arrival order, once it is safely handled.
-    ``subscriptions`` are made again on every connection (see :meth:`connect`).
-    """
-
-    def __init__(  # noqa: PLR0913 -- these are the knobs of an MQTT session
-        self,
-        *,
-        client_id: str,
-        broker: BrokerAddress,
-        on_message: Callable[[MqttMessage], None],
-        subscriptions: Iterable[tuple[str, int]] = (),
-        protocol: ProtocolName = "5",
-        clean_start: bool = False,
-        session_expiry: int = SESSION_EXPIRY_NEVER,
-        keepalive: int = 30,
-        manual_ack: bool = False,
-        max_pending: int = 1000,
-        receive_maximum: int = 65535,
-        resend_on_reconnect: bool = True,
-        on_connect: Callable[[bool], None] | None = None,
-        on_disconnect: Callable[[], None] | None = None,
-        on_published: Callable[[int], None] | None = None,
-    ) -> None:
-        self.client_id = client_id
-        self.broker = broker
-        self.protocol = protocol
-        self.clean_start = clean_start
-        self.session_expiry = session_expiry
-        self.keepalive = keepalive
-        self.subscriptions = list(subscriptions)
-        self._on_message = on_message
-        self._on_connect = on_connect
-        self._on_disconnect = on_disconnect
-        self._on_published = on_published
-        self.generation = 0
-        """Counts connections; :meth:`ack` refuses messages of an earlier one."""
-        self._link_up = False
-        self._max_pending = max_pending
-        if not 1 <= receive_maximum <= 65535:  # MQTT 5 §3.1.2.11.3
-            raise ValueError(f"receive_maximum must be 1..65535, not {receive_maximum}")
-        self._receive_maximum = receive_maximum
-        self._resend_on_reconnect = resend_on_reconnect
+    def _setup(self) -> None:
         self._pending: set[int] = set()
         self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
-        self._room = asyncio.Event()
-        self._room.set()
-        self._connected = asyncio.Event()
         self._connack: asyncio.Future[bool] | None = None
-        self._lost: asyncio.Future[None] | None = None
-        self._closing = False
-        self._paused = False
-        self._room_waiters = 0
         self._reader_fd: int | None = None
         self._sock: socket.socket | None = None
-        self._loop = asyncio.get_running_loop()
-        self._client = self._make_client(manual_ack=manual_ack)
+        self._client = self._make_client(manual_ack=self._manual_ack)
 
     def _make_client(self, *, manual_ack: bool) -> paho.Client:
         v5 = self.protocol == "5"
@@ -161,19 +107,11 @@ class AsyncMqttClient:
         return client
 
     @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    @property
     def pending(self) -> int:
         """QoS 1 messages handed to paho and not yet acknowledged by the broker."""
         return len(self._pending)
 
-    async def wait_connected(self) -> None:
-        await self._connected.wait()
-
     async def connect(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 -- a sane default
-        """Connect once; return whether the broker still had our session."""
         self._closing = False
         self._connack = self._loop.create_future()
         self._lost = self._loop.create_future()
@@ -203,20 +141,7 @@ class AsyncMqttClient:
             self._drop_socket()
             raise
         Ticker.of(self._loop).add(self)
-        # Subscribe on every connection, even when the broker kept the session: Mosquitto
-        # 2.0.11 (measured here) restores plain subscriptions from its persistence file after a
-        # restart but silently drops shared ones ($share/...), while still reporting the
-        # session as present. Subscribing again to what exists is harmless (MQTT 3.1.1 §3.8.4).
-        try:
-            await self._subscribe_all()
-        except MqttError:
-            self._drop_socket()
-            raise
-        self._connected.set()
-        self._sync_reader()
-        if self._on_connect is not None:
-            self._on_connect(session_present)
-        return session_present
+        return await self._established(session_present=session_present)
 
     async def _subscribe_all(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 -- default
         """Subscribe and wait for the SUBACK: until then the broker may not have stored it."""
@@ -233,35 +158,9 @@ class AsyncMqttClient:
             raise MqttError("no SUBACK from the broker") from None
         finally:
             self._subacks.pop(mid, None)
-        refused = [
-            topic
-            for (topic, _), reason in zip(self.subscriptions, reasons, strict=False)
-            if reason.is_failure
-        ]
-        if refused:
-            raise MqttError(f"broker refused subscriptions to {', '.join(refused)}")
-
-    async def run(
-        self,
-        *,
-        backoff: Backoff | None = None,
-        rng: random.Random | None = None,
-        on_error: Callable[[MqttError, float], None] | None = None,
-    ) -> None:
-        """Stay connected until cancelled or :meth:`disconnect`: reconnect with backoff."""
-        await stay_connected(self, backoff=backoff, rng=rng, on_error=on_error)
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
-    async def wait_lost(self) -> None:
-        lost = self._lost
-        if lost is not None:
-            await asyncio.shield(lost)
+        self._refused(reason.is_failure for reason in reasons)
 
     async def disconnect(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- a sane default
-        """Disconnect cleanly (the session stays on the broker unless clean_start)."""
         self._closing = True
         lost = self._lost
         if self._sock is not None and self.connected:
@@ -274,32 +173,9 @@ class AsyncMqttClient:
         Ticker.of(self._loop).discard(self)
 
     def abort(self) -> None:
-        """Drop the connection without DISCONNECT: what a crash looks like to the broker."""
         self._drop_socket()
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
-        """Hand a message to paho, waiting while ``max_pending`` are unacknowledged.
-
-        Returns the message id. While disconnected, QoS 1 messages stay queued in paho and
-        go out on the next connection of this (persistent) session, unless
-        ``resend_on_reconnect`` is False.
-        """
-        if len(self._pending) >= self._max_pending:
-            # The room comes from PUBACKs: read them even while paused (see the module doc).
-            self._room_waiters += 1
-            self._sync_reader()
-            try:
-                while len(self._pending) >= self._max_pending:
-                    self._room.clear()
-                    await self._room.wait()
-            finally:
-                self._room_waiters -= 1
-                self._sync_reader()
-        return self.publish_nowait(topic, payload, qos)
-
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> int:
-        """Hand a message to paho now, whatever the window: for callers that bound what is in
-        flight themselves, and for callbacks, which cannot await."""
         info = self._client.publish(topic, payload, qos)
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0:
             # Queued by paho for the next connection of this session (is_published() raises).
@@ -310,42 +186,17 @@ class AsyncMqttClient:
             self._pending.add(info.mid)
         return info.mid
 
-    def ack(self, message: MqttMessage) -> bool:
-        """Acknowledge a received message (manual_ack mode); False when it is too late.
-
-        A message received on an earlier connection cannot be acknowledged any more: the
-        broker will deliver it again on this one (MQTT 3.1.1 §4.4), and its packet id may by
-        now name another message.
-        """
-        if message.qos == 0 or message.generation != self.generation or not self._link_up:
-            return False
+    def _send_ack(self, message: MqttMessage) -> bool:
         return self._client.ack(message.mid, message.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def pause_reading(self) -> None:
-        """Stop reading the socket: the broker sees TCP back-pressure.
-
-        Except while connecting or while :meth:`publish` waits for room: those need the
-        broker's acknowledgements, and messages that come with them are still delivered.
-        """
-        self._paused = True
-        self._sync_reader()
-
-    def resume_reading(self) -> None:
-        self._paused = False
-        self._sync_reader()
 
     @property
     def reading(self) -> bool:
-        """Whether the socket is being read now."""
         return self._reader_fd is not None
 
     def _should_read(self) -> bool:
-        return self._sock is not None and (
-            not self._paused or self._room_waiters > 0 or not self._connected.is_set()
-        )
+        return self._sock is not None and self._wants_reading()
 
-    def _sync_reader(self) -> None:
-        """Watch the socket for reading exactly when :meth:`_should_read` says so."""
+    def _sync_reading(self) -> None:
         sock = self._sock
         if self._should_read() and sock is not None:
             fileno = sock.fileno()
@@ -381,7 +232,7 @@ class AsyncMqttClient:
     def _socket_open(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         def register() -> None:
             self._sock = sock
-            self._sync_reader()
+            self._sync_reading()
 
         self._loop.call_soon_threadsafe(register)
 
@@ -497,7 +348,4 @@ class AsyncMqttClient:
         self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _properties: Any
     ) -> None:
         self._pending.discard(mid)
-        if len(self._pending) < self._max_pending:
-            self._room.set()
-        if self._on_published is not None:
-            self._on_published(mid)
+        self._acknowledged(mid)

@@ -21,25 +21,16 @@ import asyncio
 import contextlib
 import ssl
 import time
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from smartlic.mqtt import packets
+from smartlic.mqtt.base import MqttClient
 from smartlic.mqtt.common import (
-    SESSION_EXPIRY_NEVER,
     MqttError,
     MqttMessage,
-    ProtocolName,
-    stay_connected,
 )
 from smartlic.mqtt.outgoing import MAX_PACKET_ID, Outgoing, OutgoingQueue
 from smartlic.mqtt.packets import MalformedPacket, Packet, PacketReader, PacketType
-
-if TYPE_CHECKING:
-    import random
-    from collections.abc import Callable, Iterable
-
-    from smartlic.mqtt.common import Backoff
-    from smartlic.mqtt.url import BrokerAddress
 
 _TICK: Final = 1.0
 
@@ -62,104 +53,39 @@ class _Link(asyncio.Protocol):
         self.client._link_lost(self, exc)  # noqa: SLF001 -- the link is the client's own part
 
 
-class NativeMqttClient:
-    """One MQTT connection on the running asyncio loop, without paho (see the module doc).
+class NativeMqttClient(MqttClient):
+    """The collector's MQTT connection, without paho (see the module doc and
+    :class:`MqttClient`)."""
 
-    ``on_message`` is called on the loop for every message received (keep it quick). With
-    ``manual_ack=True`` every QoS 1 message must be acknowledged with :meth:`ack`, in arrival
-    order, once it is safely handled.
-    """
-
-    def __init__(  # noqa: PLR0913 -- these are the knobs of an MQTT session
-        self,
-        *,
-        client_id: str,
-        broker: BrokerAddress,
-        on_message: Callable[[MqttMessage], None],
-        subscriptions: Iterable[tuple[str, int]] = (),
-        protocol: ProtocolName = "5",
-        clean_start: bool = False,
-        session_expiry: int = SESSION_EXPIRY_NEVER,
-        keepalive: int = 30,
-        manual_ack: bool = False,
-        max_pending: int = 1000,
-        receive_maximum: int = 65535,
-        on_connect: Callable[[bool], None] | None = None,
-        on_disconnect: Callable[[], None] | None = None,
-        on_published: Callable[[int], None] | None = None,
-    ) -> None:
-        if not 1 <= receive_maximum <= MAX_PACKET_ID:  # MQTT 5 §3.1.2.11.3
-            raise ValueError(f"receive_maximum must be 1..65535, not {receive_maximum}")
-        self.client_id = client_id
-        self.broker = broker
-        self.protocol = protocol
-        self.clean_start = clean_start
-        self.session_expiry = session_expiry
-        self.keepalive = keepalive
-        self.subscriptions = list(subscriptions)
-        self._v5 = protocol == "5"
+    def _setup(self) -> None:
+        self._v5 = self.protocol == "5"
+        broker = self.broker
         self._tls = broker.tls.context() if broker.tls is not None else None
         """Built once, so unusable TLS files are an error at once, not at each connection."""
-        self._manual_ack = manual_ack
-        self._max_pending = min(max_pending, MAX_PACKET_ID - 16)  # ids left for SUBSCRIBE
-        self._receive_maximum = receive_maximum
-        self._on_message = on_message
-        self._on_connect = on_connect
-        self._on_disconnect = on_disconnect
-        self._on_published = on_published
-        self.generation = 0
-        """Counts connections; :meth:`ack` refuses messages of an earlier one."""
-        self._loop = asyncio.get_running_loop()
+        self._max_pending = min(self._max_pending, MAX_PACKET_ID - 16)  # ids left for SUBSCRIBE
         self._link: _Link | None = None
-        self._link_up = False
         self._reader = PacketReader()
         self._outgoing = OutgoingQueue()
         self._send_quota = MAX_PACKET_ID
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
-        self._room = asyncio.Event()
-        self._room.set()
-        self._connected = asyncio.Event()
         self._connack: asyncio.Future[packets.ConnAck] | None = None
-        self._lost: asyncio.Future[None] | None = None
-        self._closing = False
-        self._paused = False
-        self._room_waiters = 0
         self._writes: list[bytes] = []
         self._flush_scheduled = False
         self._last_write = 0.0
         self._ping_sent: float | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._keepalive_now = keepalive
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
+        self._keepalive_now = self.keepalive
 
     @property
     def pending(self) -> int:
-        """QoS 1 messages published and not yet acknowledged by the broker."""
         return len(self._outgoing)
 
     @property
     def reading(self) -> bool:
-        """Whether the socket is being read now."""
         link = self._link
         return link is not None and link.transport is not None and link.transport.is_reading()
 
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
-    async def wait_connected(self) -> None:
-        await self._connected.wait()
-
-    async def wait_lost(self) -> None:
-        lost = self._lost
-        if lost is not None:
-            await asyncio.shield(lost)
-
     async def connect(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 -- a sane default
-        """Connect once; return whether the broker still had our session."""
         self._closing = False
         self._connack = self._loop.create_future()
         self._lost = self._loop.create_future()
@@ -190,18 +116,12 @@ class NativeMqttClient:
             ack.server_keepalive if ack.server_keepalive is not None else self.keepalive
         )
         self._send_quota = ack.receive_maximum
+        if not self._resend_on_reconnect:
+            self._outgoing.clear()
+            self._room.set()
         self._resend()
         self._ticker = self._loop.create_task(self._tick(), name=f"mqtt-keepalive-{self.client_id}")
-        try:
-            await self._subscribe_all()
-        except MqttError:
-            self._drop_link()
-            raise
-        self._connected.set()
-        self._sync_reading()
-        if self._on_connect is not None:
-            self._on_connect(ack.session_present)
-        return ack.session_present
+        return await self._established(session_present=ack.session_present)
 
     def _connect_packet(self) -> bytes:
         return packets.connect(
@@ -216,8 +136,7 @@ class NativeMqttClient:
         )
 
     async def _subscribe_all(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 -- default
-        """Subscribe on every connection, even to a resumed session: Mosquitto 2.0.11 drops
-        shared subscriptions when it restarts (see ``aio.py``). Waits for the SUBACK."""
+        """Subscribe (on every connection) and wait for the SUBACK."""
         if not self.subscriptions:
             return
         packet_id = self._outgoing.allocate_id(busy=self._subacks)
@@ -230,26 +149,9 @@ class NativeMqttClient:
             raise MqttError("no SUBACK from the broker") from None
         finally:
             self._subacks.pop(packet_id, None)
-        refused = [
-            topic
-            for (topic, _), reason in zip(self.subscriptions, reasons, strict=False)
-            if reason >= 0x80  # MQTT 5 §3.9.3: 0x80 and above refuse
-        ]
-        if refused:
-            raise MqttError(f"broker refused subscriptions to {', '.join(refused)}")
-
-    async def run(
-        self,
-        *,
-        backoff: Backoff | None = None,
-        rng: random.Random | None = None,
-        on_error: Callable[[MqttError, float], None] | None = None,
-    ) -> None:
-        """Stay connected until cancelled or :meth:`disconnect`: reconnect with backoff."""
-        await stay_connected(self, backoff=backoff, rng=rng, on_error=on_error)
+        self._refused(reason >= 0x80 for reason in reasons)  # MQTT 5 §3.9.3: 0x80 up refuse
 
     async def disconnect(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- a sane default
-        """Disconnect cleanly (the session stays on the broker unless clean_start)."""
         self._closing = True
         link = self._link
         if link is not None and link.transport is not None:
@@ -265,65 +167,28 @@ class NativeMqttClient:
         self._drop_link()
 
     def abort(self) -> None:
-        """Drop the connection without DISCONNECT: what a crash looks like to the broker."""
         self._drop_link()
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
-        """Queue a message, waiting while ``max_pending`` are unacknowledged; its packet id.
-
-        QoS 1 messages given while disconnected go out on the next connection.
-        """
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> int:
         if qos == 0:
             if not self._link_up:
                 raise MqttError("publish failed: not connected")
             self._send(packets.publish(topic, payload, qos=0, packet_id=0, v5=self._v5))
             return 0
-        if len(self._outgoing) >= self._max_pending:
-            # The room comes from PUBACKs: read them even while paused (see the module doc).
-            self._room_waiters += 1
-            self._sync_reading()
-            try:
-                while len(self._outgoing) >= self._max_pending:
-                    self._room.clear()
-                    await self._room.wait()
-            finally:
-                self._room_waiters -= 1
-                self._sync_reading()
         packet_id = self._outgoing.allocate_id(busy=self._subacks)
         self._outgoing.add(packet_id, Outgoing(topic, payload, qos))
         self._pump()
         return packet_id
 
-    def ack(self, message: MqttMessage) -> bool:
-        """Acknowledge a received message (manual_ack mode); False when it is too late.
-
-        A message received on an earlier connection cannot be acknowledged any more: the
-        broker will deliver it again on this one (MQTT 3.1.1 §4.4), and its packet id may by
-        now name another message.
-        """
-        if message.qos == 0 or message.generation != self.generation or not self._link_up:
-            return False
+    def _send_ack(self, message: MqttMessage) -> bool:
         self._send(packets.puback(message.mid))
         return True
-
-    def pause_reading(self) -> None:
-        """Stop reading the socket: the broker sees TCP back-pressure.
-
-        Except while connecting or while :meth:`publish` waits for room: those need the
-        broker's acknowledgements, and messages that come with them are still delivered.
-        """
-        self._paused = True
-        self._sync_reading()
-
-    def resume_reading(self) -> None:
-        self._paused = False
-        self._sync_reading()
 
     def _sync_reading(self) -> None:
         link = self._link
         if link is None or link.transport is None or link.transport.is_closing():
             return
-        wanted = not self._paused or self._room_waiters > 0 or not self._connected.is_set()
+        wanted = self._wants_reading()
         if wanted and not link.transport.is_reading():
             link.transport.resume_reading()
         elif not wanted and link.transport.is_reading():
@@ -381,7 +246,7 @@ class NativeMqttClient:
         if kind is PacketType.PUBLISH:
             self._deliver(packet)
         elif kind is PacketType.PUBACK:
-            self._acknowledged(packets.read_packet_id(packet))
+            self._puback(packets.read_packet_id(packet))
         elif kind is PacketType.CONNACK:
             self._connack_received(packets.read_connack(packet, v5=self._v5))
         elif kind is PacketType.SUBACK:
@@ -430,14 +295,11 @@ class NativeMqttClient:
         self._link_up = True
         future.set_result(ack)
 
-    def _acknowledged(self, packet_id: int) -> None:
+    def _puback(self, packet_id: int) -> None:
         if not self._outgoing.acknowledged(packet_id):
             return  # a PUBACK for a publish already acknowledged: harmless (a resend)
-        if len(self._outgoing) < self._max_pending:
-            self._room.set()
         self._pump()
-        if self._on_published is not None:
-            self._on_published(packet_id)
+        self._acknowledged(packet_id)
 
     async def _tick(self) -> None:
         """Keep-alive (MQTT 3.1.1 §3.1.2.10): a PINGREQ after ``keepalive`` seconds without

@@ -51,6 +51,12 @@ class OutgoingQueue:
         self._messages[packet_id] = message
         self._unsent.append(packet_id)
 
+    def clear(self) -> None:
+        """Forget every message: the caller will send what still matters itself."""
+        self._messages.clear()
+        self._unsent.clear()
+        self._in_flight = 0
+
     def restart(self) -> None:
         """A new connection: nothing is in flight on it, everything is to be sent."""
         self._in_flight = 0

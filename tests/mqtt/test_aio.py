@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from smartlic.mqtt.aio import AsyncMqttClient, Backoff, MqttError, MqttMessage
+from smartlic.mqtt.base import MqttClient
 from smartlic.mqtt.native import NativeMqttClient
 from smartlic.mqtt.url import parse_broker_url
 
@@ -16,8 +17,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.timeout(60)
 
-Client = AsyncMqttClient | NativeMqttClient
-Impl = type[AsyncMqttClient] | type[NativeMqttClient]
+Impl = type[MqttClient]
 
 
 @pytest.fixture(params=["paho", "native"])
@@ -35,7 +35,7 @@ def _client(
     manual_ack: bool = False,
     protocol: str = "5",
     **options: Any,
-) -> Client:
+) -> MqttClient:
     sink = inbox if inbox is not None else []
     return impl(
         client_id=client_id,
@@ -278,15 +278,14 @@ async def test_receive_maximum_outside_the_protocol_range_is_refused(impl: Impl)
 
 @pytest.mark.parametrize(("resend", "expected"), [(True, [b"queued"]), (False, [])])
 async def test_what_was_queued_while_offline_is_resent_only_when_asked(
-    mosquitto: MosquittoBroker, resend: bool, expected: list[bytes]
+    mosquitto: MosquittoBroker, impl: Impl, resend: bool, expected: list[bytes]
 ) -> None:
     """paho re-sends its queue after the CONNACK; a caller with its own outbox turns that off,
     and nothing of it stays counted as pending."""
     inbox: list[MqttMessage] = []
-    sub = _client(mosquitto, AsyncMqttClient, "sub", inbox, subscriptions=(("t/#", 1),))
+    sub = _client(mosquitto, impl, "sub", inbox, subscriptions=(("t/#", 1),))
     await sub.connect()
-    device = _client(mosquitto, AsyncMqttClient, "device", resend_on_reconnect=resend)
-    assert isinstance(device, AsyncMqttClient)
+    device = _client(mosquitto, impl, "device", resend_on_reconnect=resend)
     assert 1 == device.publish_nowait("t/1", b"queued")
 
     await device.connect()
@@ -299,10 +298,11 @@ async def test_what_was_queued_while_offline_is_resent_only_when_asked(
     await sub.disconnect()
 
 
-async def test_publish_nowait_does_not_wait_for_window_room(mosquitto: MosquittoBroker) -> None:
+async def test_publish_nowait_does_not_wait_for_window_room(
+    mosquitto: MosquittoBroker, impl: Impl
+) -> None:
     """The caller bounds what is in flight itself: a full window does not stop it."""
-    pub = _client(mosquitto, AsyncMqttClient, "pub", max_pending=1)
-    assert isinstance(pub, AsyncMqttClient)
+    pub = _client(mosquitto, impl, "pub", max_pending=1)
     await pub.connect()
     mosquitto.kill()
 
