@@ -33,6 +33,11 @@ from smartlic.mqtt.outgoing import MAX_PACKET_ID, Outgoing, OutgoingQueue
 from smartlic.mqtt.packets import MalformedPacket, Packet, PacketReader, PacketType
 
 _TICK: Final = 1.0
+MAX_PACKET: Final = 1 << 20
+"""The largest packet read whole: far above smartlic's 4 KiB messages and the 64 KiB a dead
+letter keeps. MQTT 5 brokers are told (Maximum Packet Size, MQTT 5 §3.1.2.11.4) and drop
+larger messages for us; a larger one that comes anyway is delivered cut to this size, so a
+hostile device cannot make the collector hold hundreds of megabytes or lose its connection."""
 
 
 class _Link(asyncio.Protocol):
@@ -64,7 +69,7 @@ class NativeMqttClient(MqttClient):
         """Built once, so unusable TLS files are an error at once, not at each connection."""
         self._max_pending = min(self._max_pending, MAX_PACKET_ID - 16)  # ids left for SUBSCRIBE
         self._link: _Link | None = None
-        self._reader = PacketReader()
+        self._reader = PacketReader(max_size=MAX_PACKET)
         self._outgoing = OutgoingQueue()
         self._send_quota = MAX_PACKET_ID
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
@@ -89,7 +94,7 @@ class NativeMqttClient(MqttClient):
         self._closing = False
         self._connack = self._loop.create_future()
         self._lost = self._loop.create_future()
-        self._reader = PacketReader()
+        self._reader = PacketReader(max_size=MAX_PACKET)
         broker = self.broker
         try:
             context = self._tls
@@ -131,6 +136,7 @@ class NativeMqttClient(MqttClient):
             keepalive=self.keepalive,
             session_expiry=self.session_expiry,
             receive_maximum=self._receive_maximum,
+            maximum_packet_size=MAX_PACKET,
             username=self.broker.username,
             password=self.broker.password,
         )
@@ -243,6 +249,8 @@ class NativeMqttClient(MqttClient):
 
     def _handle(self, packet: Packet) -> None:
         kind = packet.type
+        if packet.truncated and kind is not PacketType.PUBLISH:
+            raise MalformedPacket(f"a {kind.name} over {MAX_PACKET} bytes")
         if kind is PacketType.PUBLISH:
             self._deliver(packet)
         elif kind is PacketType.PUBACK:

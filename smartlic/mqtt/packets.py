@@ -60,6 +60,7 @@ SESSION_EXPIRY: Final = 0x11
 RECEIVE_MAXIMUM: Final = 0x21
 SERVER_KEEP_ALIVE: Final = 0x13
 REASON_STRING: Final = 0x1F
+MAXIMUM_PACKET_SIZE: Final = 0x27
 
 
 def varint(value: int) -> bytes:
@@ -93,7 +94,7 @@ def _properties(items: Iterable[tuple[int, int]]) -> bytes:
     return varint(len(body)) + bytes(body)
 
 
-def connect(
+def connect(  # noqa: PLR0913 -- the fields of a CONNECT
     *,
     client_id: str,
     v5: bool,
@@ -101,6 +102,7 @@ def connect(
     keepalive: int,
     session_expiry: int = 0,
     receive_maximum: int = 65535,
+    maximum_packet_size: int = MAX_REMAINING + 5,
     username: str | None = None,
     password: str | None = None,
 ) -> bytes:
@@ -113,7 +115,13 @@ def connect(
     body = bytearray(_text("MQTT"))
     body += bytes((5 if v5 else 4, flags)) + _U16.pack(keepalive)
     if v5:
-        body += _properties(((SESSION_EXPIRY, session_expiry), (RECEIVE_MAXIMUM, receive_maximum)))
+        body += _properties(
+            (
+                (SESSION_EXPIRY, session_expiry),
+                (RECEIVE_MAXIMUM, receive_maximum),
+                (MAXIMUM_PACKET_SIZE, maximum_packet_size),
+            )
+        )
     body += _text(client_id)
     if username is not None:
         body += _text(username)
@@ -158,6 +166,8 @@ class Packet:
     type: PacketType
     flags: int
     body: bytes
+    truncated: bool = False
+    """Over the reader's size limit: ``body`` is its beginning, the rest was dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,46 +191,71 @@ class ConnAck:
 
 
 class PacketReader:
-    """Whole packets out of a byte stream (any split across reads)."""
+    """Whole packets out of a byte stream (any split across reads).
+
+    A packet over ``max_size`` is handed on cut to its first ``max_size`` bytes, marked
+    ``truncated``, and the rest of it is dropped as it arrives: one oversize message costs no
+    more memory than the limit, and the connection goes on (ending it would only make the
+    broker deliver the same message again).
+    """
 
     def __init__(self, *, max_size: int = MAX_REMAINING) -> None:
         self._buffer = bytearray()
         self._max_size = max_size
+        self._skip = 0
+        """Bytes of a truncated packet still to drop."""
 
     def feed(self, data: bytes) -> list[Packet]:
         """Add what arrived; every packet now complete, in order. Raises MalformedPacket."""
         buffer = self._buffer
         buffer += data
         packets: list[Packet] = []
-        start = 0
+        start = self._drop(0)
         end = len(buffer)
-        while end - start >= 2:  # the smallest packet: type and length
-            first = buffer[start]
-            length = 0
-            shift = 0
-            pos = start + 1
-            while pos < end:
-                byte = buffer[pos]
-                length |= (byte & 0x7F) << shift
-                pos += 1
-                if not byte & 0x80:
-                    break
-                shift += 7
-                if shift > 21:  # four bytes at most (v5 §1.5.5)
-                    raise MalformedPacket("remaining length longer than 4 bytes")
-            else:
+        while end - start >= 2 and not self._skip:  # the smallest packet: type and length
+            header = self._header(start, end)
+            if header is None:
                 break
-            if length > self._max_size:
-                raise MalformedPacket(f"a {length}-byte packet is over the limit")
-            if end - pos < length:
-                break
-            kind = first >> 4
+            length, pos = header
+            kind = buffer[start] >> 4
             if kind == 0:
                 raise MalformedPacket("packet type 0 is reserved")
-            start = pos + length
-            packets.append(Packet(PacketType(kind), first & 0x0F, bytes(buffer[pos:start])))
+            keep = min(length, self._max_size)
+            if end - pos < keep:
+                break
+            packets.append(
+                Packet(
+                    PacketType(kind),
+                    buffer[start] & 0x0F,
+                    bytes(buffer[pos : pos + keep]),
+                    truncated=keep < length,
+                )
+            )
+            self._skip = length - keep
+            start = self._drop(pos + keep)
         del buffer[:start]
         return packets
+
+    def _header(self, start: int, end: int) -> tuple[int, int] | None:
+        """The remaining length and where the body starts; None while incomplete."""
+        buffer = self._buffer
+        length = 0
+        pos = start + 1
+        for shift in (0, 7, 14, 21):  # four bytes at most (v5 §1.5.5)
+            if pos >= end:
+                return None
+            byte = buffer[pos]
+            length |= (byte & 0x7F) << shift
+            pos += 1
+            if not byte & 0x80:
+                return length, pos
+        raise MalformedPacket("remaining length longer than 4 bytes")
+
+    def _drop(self, start: int) -> int:
+        """Drop what is left of a truncated packet from ``start`` on; where to go on from."""
+        dropped = min(self._skip, len(self._buffer) - start)
+        self._skip -= dropped
+        return start + dropped
 
 
 def read_publish(packet: Packet, *, v5: bool) -> Publish:

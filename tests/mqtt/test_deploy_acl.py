@@ -109,6 +109,7 @@ listener {collector_port} 127.0.0.1
 allow_anonymous false
 password_file {passwd}
 acl_file {DEPLOY / "smartlic-collectors.acl"}""",
+        extra_config="max_packet_size 65536",
     )
     broker.start()
     try:
@@ -211,3 +212,30 @@ async def test_the_collectors_client_speaks_tls_with_a_client_certificate(
     assert [b"over tls"] == [m.payload for m in inbox]
     await device.disconnect()
     await collector.disconnect()
+
+
+async def test_a_device_sending_an_oversize_packet_is_cut_off_and_nothing_reaches_the_collector(
+    acl_broker: tuple[MosquittoBroker, int], pki: Path
+) -> None:
+    """deploy/mosquitto.conf's max_packet_size: 64 KiB is far above any smartlic message."""
+    broker, collector_port = acl_broker
+    seen: list[MqttMessage] = []
+    collector = NativeMqttClient(
+        client_id="collector-1",
+        broker=parse_broker_url(f"mqtt://collector-1:pw@127.0.0.1:{collector_port}"),
+        on_message=seen.append,
+        subscriptions=[(TOPICS.shared_uplink_filter(), 1)],
+        clean_start=True,
+    )
+    device = _device(broker.port, pki, "device-a", DEVICE_A, [], [])
+    await collector.connect()
+    await device.connect()
+
+    await device.publish(TOPICS.uplink(DEVICE_A), bytes(100_000))
+    async with asyncio.timeout(5):
+        await device.wait_lost()
+    await asyncio.sleep(0.3)
+
+    assert [] == seen
+    await collector.disconnect()
+    await device.disconnect()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from smartlic.mqtt import packets
 from smartlic.mqtt.common import Backoff, MqttError, MqttMessage
-from smartlic.mqtt.native import NativeMqttClient
+from smartlic.mqtt.native import MAX_PACKET, NativeMqttClient
 from smartlic.mqtt.packets import Packet, PacketReader, PacketType
 from smartlic.mqtt.url import BrokerAddress
 
@@ -33,6 +33,7 @@ class Peer:
         self.writer = writer
         self._packets = PacketReader()
         self._ready: list[Packet] = []
+        self.connect: Packet | None = None
 
     async def next(self, timeout: float = 5.0) -> Packet:  # noqa: ASYNC109 -- test helper
         async with asyncio.timeout(timeout):
@@ -74,7 +75,7 @@ class ScriptedBroker:
         """The next connection, its CONNECT read and answered with ``connack``."""
         async with asyncio.timeout(5):
             peer = await self.peers.get()
-        await peer.expect(PacketType.CONNECT)
+        peer.connect = await peer.expect(PacketType.CONNECT)
         await peer.send(connack)
         return peer
 
@@ -224,4 +225,42 @@ async def test_the_brokers_receive_maximum_bounds_publishes_in_flight(
     sent.append(await peer.expect(PacketType.PUBLISH))
 
     assert ids == [packets.read_publish(p, v5=True).packet_id for p in sent]
+    await client.disconnect()
+
+
+async def test_an_oversize_message_arrives_cut_and_the_connection_stays(
+    broker: ScriptedBroker,
+) -> None:
+    """A message over MAX_PACKET (which an MQTT 5 broker is told not to send) is delivered cut
+    to that size, can be acknowledged, and what follows it arrives whole."""
+    inbox: list[MqttMessage] = []
+    client = NativeMqttClient(
+        client_id="collector", broker=broker.address, on_message=inbox.append, manual_ack=True
+    )
+    peer = await _connected(broker, client)
+    huge = packets.publish("d/x/up", bytes(3 * MAX_PACKET), qos=1, packet_id=5, v5=True)
+    small = packets.publish("d/x/up", b"next", qos=1, packet_id=6, v5=True)
+
+    await peer.send(huge + small)
+    async with asyncio.timeout(5):
+        while len(inbox) < 2:
+            await asyncio.sleep(0.01)
+    assert client.ack(inbox[0])
+    puback = await peer.expect(PacketType.PUBACK)
+
+    assert (True, b"next") == (len(inbox[0].payload) < MAX_PACKET, inbox[1].payload)
+    assert (5, True) == (packets.read_packet_id(puback), client.connected)
+    await client.disconnect()
+
+
+async def test_the_connect_tells_an_mqtt5_broker_the_largest_packet_we_take(
+    broker: ScriptedBroker,
+) -> None:
+    client = _client(broker)
+    peer = await _connected(broker, client)
+    assert peer.connect is not None
+
+    properties = packets.read_properties(peer.connect.body, 10)  # after name, level, flags
+
+    assert MAX_PACKET == properties[packets.MAXIMUM_PACKET_SIZE]
     await client.disconnect()

@@ -111,9 +111,36 @@ def test_a_remaining_length_of_five_bytes_is_malformed() -> None:
         PacketReader().feed(b"\x30\xff\xff\xff\xff\x01")
 
 
-def test_a_packet_over_the_size_limit_is_malformed() -> None:
-    with pytest.raises(MalformedPacket, match="over the limit"):
-        PacketReader(max_size=10).feed(b"\x30\x0b" + bytes(11))
+def test_a_packet_over_the_size_limit_comes_cut_and_the_stream_goes_on() -> None:
+    """Its beginning is handed on, marked truncated; the rest is dropped, and the packet after
+    it is read whole."""
+    big = packets.publish("t/big", bytes(range(256)) * 40, qos=1, packet_id=7, v5=False)
+    small = packets.publish("t/small", b"ok", qos=1, packet_id=8, v5=False)
+
+    got = PacketReader(max_size=100).feed(big + small)
+
+    assert [(True, 100), (False, len(small) - 2)] == [(p.truncated, len(p.body)) for p in got]
+    assert (7, "t/big") == (
+        packets.read_publish(got[0], v5=False).packet_id,
+        packets.read_publish(got[0], v5=False).topic,
+    )
+    assert b"ok" == packets.read_publish(got[1], v5=False).payload
+
+
+@given(st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30))
+def test_an_oversize_packet_is_cut_the_same_however_the_stream_is_split(cuts: list[int]) -> None:
+    stream = packets.publish("t", bytes(5000), qos=1, packet_id=1, v5=True) + packets.publish(
+        "t", b"after", qos=1, packet_id=2, v5=True
+    )
+    reader = PacketReader(max_size=64)
+    got: list[Packet] = []
+    pos = 0
+    for cut in cuts * (len(stream) // sum(cuts) + 1):
+        got += reader.feed(stream[pos : pos + cut])
+        pos += cut
+
+    assert [True, False] == [p.truncated for p in got]
+    assert b"after" == packets.read_publish(got[1], v5=True).payload
 
 
 def test_packet_type_zero_is_malformed() -> None:
@@ -165,12 +192,13 @@ def test_a_connect_names_the_protocol_level_and_the_session_settings() -> None:
         receive_maximum=500,
         username="u",
         password="p",  # noqa: S106 -- a test value, not a credential
+        maximum_packet_size=1 << 20,
     )
     body = _one(wire).body
 
     assert b"\x00\x04MQTT\x05\xc0\x00\x1e" == body[:10]
-    assert b"\x08\x11\xff\xff\xff\xff\x21\x01\xf4" == body[10:19]
-    assert b"\x00\x02c1\x00\x01u\x00\x01p" == body[19:]
+    assert b"\x0d\x11\xff\xff\xff\xff\x21\x01\xf4\x27\x00\x10\x00\x00" == body[10:24]
+    assert b"\x00\x02c1\x00\x01u\x00\x01p" == body[24:]
 
 
 def test_a_v3_connect_has_no_properties_and_sets_clean_session() -> None:
