@@ -181,7 +181,10 @@ class NativeMqttClient(MqttClient):
                 raise MqttError("publish failed: not connected")
             self._send(packets.publish(topic, payload, qos=0, packet_id=0, v5=self._v5))
             return 0
-        packet_id = self._outgoing.allocate_id(busy=self._subacks)
+        try:
+            packet_id = self._outgoing.allocate_id(busy=self._subacks)
+        except OverflowError:
+            raise MqttError("publish failed: 65,535 messages await acknowledgement") from None
         self._outgoing.add(packet_id, Outgoing(topic, payload, qos))
         self._pump()
         return packet_id

@@ -264,3 +264,15 @@ async def test_the_connect_tells_an_mqtt5_broker_the_largest_packet_we_take(
 
     assert MAX_PACKET == properties[packets.MAXIMUM_PACKET_SIZE]
     await client.disconnect()
+
+
+async def test_publishing_past_every_packet_identifier_is_an_mqtt_error(
+    broker: ScriptedBroker,
+) -> None:
+    """publish_nowait has no window: the 65,536th unacknowledged message has no id left."""
+    client = _client(broker)
+    for n in range(0xFFFF):
+        client.publish_nowait("t", bytes((n % 256,)))
+
+    with pytest.raises(MqttError, match="65,535 messages await acknowledgement"):
+        client.publish_nowait("t", b"one too many")
