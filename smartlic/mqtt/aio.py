@@ -150,14 +150,7 @@ class AsyncMqttClient(MqttClient):
         rc, mid = self._client.subscribe(self.subscriptions)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise MqttError(f"subscribe failed: {paho.error_string(rc)}")
-        done = self._subacks[mid] = self._loop.create_future()
-        try:
-            async with asyncio.timeout(timeout):
-                reasons = await done
-        except TimeoutError:
-            raise MqttError("no SUBACK from the broker") from None
-        finally:
-            self._subacks.pop(mid, None)
+        reasons = await self._suback(self._subacks, mid, timeout)
         self._refused(reason.is_failure for reason in reasons)
 
     async def disconnect(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- a sane default

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from smartlic.mqtt.common import SESSION_EXPIRY_NEVER, MqttError, stay_connected
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from smartlic.mqtt.common import Backoff, MqttMessage, ProtocolName
     from smartlic.mqtt.url import BrokerAddress
 
+R = TypeVar("R")
 _RECEIVE_MAXIMUM_LIMIT = 65535
 """MQTT 5 §3.1.2.11.3: Receive Maximum is 1 to 65,535."""
 
@@ -227,6 +228,19 @@ class MqttClient(abc.ABC):
             self._room.set()
         if self._on_published is not None:
             self._on_published(mid)
+
+    async def _suback(self, waiting: dict[int, asyncio.Future[R]], mid: int, seconds: float) -> R:
+        """Wait up to ``seconds`` for the SUBACK of SUBSCRIBE ``mid`` (its handler resolves
+        ``waiting[mid]``)."""
+        done: asyncio.Future[R] = self._loop.create_future()
+        waiting[mid] = done
+        try:
+            async with asyncio.timeout(seconds):
+                return await done
+        except TimeoutError:
+            raise MqttError("no SUBACK from the broker") from None
+        finally:
+            waiting.pop(mid, None)
 
     def _refused(self, failures: Iterable[bool]) -> None:
         """Raise when a SUBACK refused any of our subscriptions."""

@@ -146,15 +146,8 @@ class NativeMqttClient(MqttClient):
         if not self.subscriptions:
             return
         packet_id = self._outgoing.allocate_id(busy=self._subacks)
-        done = self._subacks[packet_id] = self._loop.create_future()
         self._send(packets.subscribe(packet_id, self.subscriptions, v5=self._v5))
-        try:
-            async with asyncio.timeout(timeout):
-                reasons = await done
-        except TimeoutError:
-            raise MqttError("no SUBACK from the broker") from None
-        finally:
-            self._subacks.pop(packet_id, None)
+        reasons = await self._suback(self._subacks, packet_id, timeout)
         self._refused(reason >= 0x80 for reason in reasons)  # MQTT 5 §3.9.3: 0x80 up refuse
 
     async def disconnect(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- a sane default
