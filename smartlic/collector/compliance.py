@@ -143,17 +143,17 @@ def evaluate_pools(
 ) -> dict[PoolKey, PoolState]:
     """Compliance (SPEC §3) of every pool that has licenses or usage, as a function of the
     state alone: each pool's license lots, its (in use, last recorded status), and ``now``."""
-    idle = (0, ComplianceStatus.IN_COMPLIANCE)
-    return {
-        key: PoolState(
+    pools = {}
+    for key in sorted(set(lots) | set(usage)):
+        in_use, recorded = usage.get(key, (0, ComplianceStatus.IN_COMPLIANCE))
+        pools[key] = PoolState(
             va_id=key[0],
             tag=key[1],
             purchased=active_quantity(lots.get(key, ()), now),
-            in_use=usage.get(key, idle)[0],
-            recorded=usage.get(key, idle)[1],
+            in_use=in_use,
+            recorded=recorded,
         )
-        for key in sorted(set(lots) | set(usage))
-    }
+    return pools
 
 
 async def load_pools(

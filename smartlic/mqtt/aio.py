@@ -287,15 +287,13 @@ class AsyncMqttClient(MqttClient):
         if reason.is_failure:
             future.set_exception(MqttError(f"broker refused the connection: {reason}"))
         else:
-            if not self._resend_on_reconnect:
-                # paho re-sends its queue right after this callback returns (see module doc)
-                self._client.drop_out_messages()
-                self._pending.clear()
-                self._room.set()
-            # Before any message that follows the CONNACK is read: they belong to this one.
-            self.generation += 1
-            self._link_up = True
+            self._link_accepted()
             future.set_result(bool(flags.session_present))
+
+    def _drop_unacknowledged(self) -> None:
+        # paho re-sends its queue right after the CONNACK callback returns (see module doc)
+        self._client.drop_out_messages()
+        self._pending.clear()
 
     def _handle_disconnect(
         self,
@@ -305,17 +303,7 @@ class AsyncMqttClient(MqttClient):
         reason: Any,
         _properties: Properties | None = None,
     ) -> None:
-        was_connected = self._connected.is_set()
-        self._connected.clear()
-        self._link_up = False
-        future = self._connack
-        if future is not None and not future.done():
-            future.set_exception(MqttError(f"disconnected before CONNACK: {reason}"))
-        lost = self._lost
-        if lost is not None and not lost.done():
-            lost.set_result(None)
-        if was_connected and self._on_disconnect is not None:
-            self._on_disconnect()
+        self._link_ended(self._connack, reason)
 
     def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         self._on_message(

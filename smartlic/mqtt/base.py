@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import TYPE_CHECKING, TypeVar
+import random
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from smartlic.mqtt.common import SESSION_EXPIRY_NEVER, MqttError, stay_connected
+from smartlic.mqtt.common import SESSION_EXPIRY_NEVER, Backoff, MqttError
 
 if TYPE_CHECKING:
-    import random
     from collections.abc import Callable, Iterable
 
-    from smartlic.mqtt.common import Backoff, MqttMessage, ProtocolName
+    from smartlic.mqtt.common import MqttMessage, ProtocolName
     from smartlic.mqtt.url import BrokerAddress
 
 R = TypeVar("R")
@@ -159,8 +159,23 @@ class MqttClient(abc.ABC):
         rng: random.Random | None = None,
         on_error: Callable[[MqttError, float], None] | None = None,
     ) -> None:
-        """Stay connected until cancelled or :meth:`disconnect`: reconnect with backoff."""
-        await stay_connected(self, backoff=backoff, rng=rng, on_error=on_error)
+        """Stay connected until cancelled or :meth:`disconnect`: connect, and connect again
+        with backoff whenever the connection is lost or refused."""
+        backoff = backoff or Backoff()
+        rng = rng or random.Random()  # noqa: S311 -- jitter, not cryptography
+        attempt = 0
+        while not self._closing:
+            try:
+                await self.connect()
+            except MqttError as exc:
+                delay = backoff.delay(attempt, rng)
+                attempt += 1
+                if on_error is not None:
+                    on_error(exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            await self.wait_lost()
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
         """Publish, waiting while ``max_pending`` are unacknowledged; the message id.
@@ -221,6 +236,32 @@ class MqttClient(abc.ABC):
     @abc.abstractmethod
     def _sync_reading(self) -> None:
         """Read the socket exactly when there is one and :meth:`_wants_reading` says so."""
+
+    def _link_accepted(self) -> None:
+        """An accepting CONNACK, before anything after it is read: what follows belongs to
+        this connection, and what was published and unacknowledged goes again, or not."""
+        self.generation += 1
+        self._link_up = True
+        if not self._resend_on_reconnect:
+            self._drop_unacknowledged()
+            self._room.set()
+
+    @abc.abstractmethod
+    def _drop_unacknowledged(self) -> None:
+        """Forget every publish the broker has not acknowledged (``resend_on_reconnect``)."""
+
+    def _link_ended(self, connack: asyncio.Future[Any] | None, reason: object) -> None:
+        """The connection is gone (or never came up): wake whoever waits on it."""
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        self._link_up = False
+        if connack is not None and not connack.done():
+            connack.set_exception(MqttError(f"disconnected before CONNACK: {reason}"))
+        lost = self._lost
+        if lost is not None and not lost.done():
+            lost.set_result(None)
+        if was_connected and self._on_disconnect is not None:
+            self._on_disconnect()
 
     def _acknowledged(self, mid: int) -> None:
         """The broker has a published message: make room, and tell the caller."""

@@ -121,9 +121,6 @@ class NativeMqttClient(MqttClient):
             ack.server_keepalive if ack.server_keepalive is not None else self.keepalive
         )
         self._send_quota = ack.receive_maximum
-        if not self._resend_on_reconnect:
-            self._outgoing.clear()
-            self._room.set()
         self._resend()
         self._ticker = self._loop.create_task(self._tick(), name=f"mqtt-keepalive-{self.client_id}")
         return await self._established(session_present=ack.session_present)
@@ -241,7 +238,7 @@ class NativeMqttClient(MqttClient):
                 if link is not self._link:
                     return  # the packet ended the connection
         except MalformedPacket as exc:
-            self._abort(f"the broker sent a malformed packet: {exc}")
+            self._drop_link(f"the broker sent a malformed packet: {exc}")
 
     def _handle(self, packet: Packet) -> None:
         kind = packet.type
@@ -262,7 +259,7 @@ class NativeMqttClient(MqttClient):
             self._ping_sent = None
         elif kind is PacketType.DISCONNECT:
             reason = packets.read_disconnect_reason(packet)
-            self._abort(f"the broker disconnected us (reason 0x{reason:02x})")
+            self._drop_link(f"the broker disconnected us (reason 0x{reason:02x})")
         else:
             raise MalformedPacket(f"unexpected {kind.name} from the broker")
 
@@ -294,10 +291,11 @@ class NativeMqttClient(MqttClient):
                 MqttError(f"broker refused the connection (code 0x{ack.reason:02x}){detail}")
             )
             return
-        # Before any message that follows the CONNACK is read: they belong to this one.
-        self.generation += 1
-        self._link_up = True
+        self._link_accepted()
         future.set_result(ack)
+
+    def _drop_unacknowledged(self) -> None:
+        self._outgoing.clear()
 
     def _puback(self, packet_id: int) -> None:
         if not self._outgoing.acknowledged(packet_id):
@@ -315,19 +313,11 @@ class NativeMqttClient(MqttClient):
                 continue
             now = time.monotonic()
             if self._ping_sent is not None and now - self._ping_sent >= keepalive:
-                self._abort("no PINGRESP from the broker")
+                self._drop_link("no PINGRESP from the broker")
                 return
             if self._ping_sent is None and now - self._last_write >= keepalive:
                 self._ping_sent = now
                 self._send(packets.PINGREQ)
-
-    def _abort(self, reason: str) -> None:
-        link = self._link
-        if link is None:
-            return
-        if link.transport is not None:
-            link.transport.abort()
-        self._link_lost(link, MqttError(reason))
 
     def _give_up_connecting(self) -> None:
         connack = self._connack
@@ -335,35 +325,26 @@ class NativeMqttClient(MqttClient):
             connack.cancel()  # nobody awaits it any more
         self._drop_link()
 
-    def _drop_link(self) -> None:
+    def _drop_link(self, reason: str | None = None) -> None:
+        """Close the connection at once, without DISCONNECT."""
         link = self._link
         if link is None:
             return
         if link.transport is not None:
             link.transport.abort()
-        self._link_lost(link, None)
+        self._link_lost(link, MqttError(reason) if reason else None)
 
     def _link_lost(self, link: _Link, exc: Exception | None) -> None:
         if link is not self._link:
             return
         self._link = None
-        was_connected = self._connected.is_set()
-        self._connected.clear()
-        self._link_up = False
         self._ping_sent = None
         self._writes = []
         ticker = self._ticker
         if ticker is not None and ticker is not asyncio.current_task():
             ticker.cancel()
         self._ticker = None
-        future = self._connack
-        if future is not None and not future.done():
-            future.set_exception(MqttError(f"disconnected before CONNACK: {exc or 'closed'}"))
         for waiter in self._subacks.values():
             if not waiter.done():
                 waiter.set_exception(MqttError("disconnected before SUBACK"))
-        lost = self._lost
-        if lost is not None and not lost.done():
-            lost.set_result(None)
-        if was_connected and self._on_disconnect is not None:
-            self._on_disconnect()
+        self._link_ended(self._connack, exc or "closed")
