@@ -39,6 +39,7 @@ HEADER_CONTENT_TYPE: Final = 3
 HEADER_KID: Final = 4
 _UNDERSTOOD_LABELS: Final = frozenset({HEADER_ALG, HEADER_CRIT, HEADER_CONTENT_TYPE, HEADER_KID})
 _SIGN1_CONTEXT: Final = "Signature1"
+SIGNATURE_DOES_NOT_VERIFY: Final = "signature does not verify"
 
 
 class Algorithm(IntEnum):
@@ -82,20 +83,99 @@ class Sign1:
     def to_be_signed(self, external_aad: bytes = b"") -> bytes:
         return sig_structure(self.protected, self.payload, external_aad)
 
-    def verify(self, key: VerifyingKey, *, external_aad: bytes = b"") -> None:
-        """Return if ``key`` signed this message (with ``external_aad``); else raise."""
+    def check_algorithm(self, key: VerifyingKey) -> None:
+        """Raise unless this message's ``alg`` is one ``key`` can have signed with."""
         if self.algorithm.key_type is not key.key_type:
             raise RemoteProtocolError(
                 ErrorCode.KEY_MISMATCH,
                 f"algorithm {self.algorithm.name} does not fit a {key.key_type.value} key",
             )
+
+    def verify(self, key: VerifyingKey, *, external_aad: bytes = b"") -> None:
+        """Return if ``key`` signed this message (with ``external_aad``); else raise."""
+        self.check_algorithm(key)
         if not key.verify(self.signature, self.to_be_signed(external_aad)):
-            raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, "signature does not verify")
+            raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, SIGNATURE_DOES_NOT_VERIFY)
+
+
+def _bstr(data: bytes) -> bytes:
+    """A CBOR byte string: its shortest head (RFC 8949 §4.2.1), then the bytes."""
+    size = len(data)
+    if size < 24:
+        return bytes((0x40 | size,)) + data
+    if size < 0x100:
+        return bytes((0x58, size)) + data
+    if size < 0x10000:
+        return b"\x59" + size.to_bytes(2, "big") + data
+    return b"\x5a" + size.to_bytes(4, "big") + data
+
+
+_SIG_STRUCTURE_HEAD: Final = b"\x84" + cbor2.dumps(_SIGN1_CONTEXT)
+"""``Sig_structure`` starts the same for every Sign1: an array of 4, then "Signature1"."""
 
 
 def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
-    """The ``Sig_structure`` of RFC 9052 §4.4 for COSE_Sign1: what is actually signed."""
-    return cbor2.dumps([_SIGN1_CONTEXT, protected, external_aad, payload])
+    """The ``Sig_structure`` of RFC 9052 §4.4 for COSE_Sign1: what is actually signed.
+
+    Written by hand rather than through cbor2 because it is built for every message both
+    ways: the array head and context never change, and the rest is three byte strings.
+    """
+    return _SIG_STRUCTURE_HEAD + _bstr(protected) + _bstr(external_aad) + _bstr(payload)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToSign:
+    """A COSE_Sign1 waiting for its signature: sign :attr:`to_be_signed`, then :meth:`finish`.
+
+    Splitting the two lets the signature itself be made elsewhere (the collector signs in
+    worker processes) while the envelope is built and checked here.
+    """
+
+    protected: bytes
+    kid: bytes
+    payload: bytes
+    to_be_signed: bytes
+
+    def finish(self, signature: bytes) -> bytes:
+        """The tagged COSE_Sign1 bytes with ``signature`` (64 bytes for both algorithms)."""
+        if type(signature) is not bytes or len(signature) != _SIGNATURE_BYTES:
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "a signature is 64 bytes")
+        # Tag 18, an array of 4, then the buckets: a one-entry unprotected map {4: kid} is
+        # deterministic as written (RFC 8949 §4.2.1), so nothing needs sorting.
+        return b"".join(
+            (
+                _SIGN1_HEAD,
+                _bstr(self.protected),
+                _UNPROTECTED_KID,
+                _bstr(self.kid),
+                _bstr(self.payload),
+                _SIGNATURE_HEAD,
+                signature,
+            )
+        )
+
+
+_SIGNATURE_BYTES: Final = 64
+_SIGN1_HEAD: Final = b"\xd2\x84"
+_UNPROTECTED_KID: Final = b"\xa1\x04"
+_SIGNATURE_HEAD: Final = b"\x58\x40"
+
+
+def prepare_sign1(
+    payload: bytes, key: VerifyingKey, *, kid: bytes | None = None, external_aad: bytes = b""
+) -> ToSign:
+    """What the holder of ``key``'s private half must sign to seal ``payload``."""
+    if not isinstance(payload, bytes):
+        raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "payload must be bytes")
+    if kid is not None and not isinstance(kid, bytes):
+        raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "kid must be bytes")
+    protected = _PROTECTED[algorithm_for(key.key_type)]
+    return ToSign(
+        protected=protected,
+        kid=key.kid if kid is None else kid,
+        payload=payload,
+        to_be_signed=sig_structure(protected, payload, external_aad),
+    )
 
 
 def sign1(
@@ -106,17 +186,8 @@ def sign1(
     external_aad: bytes = b"",
 ) -> bytes:
     """Sign ``payload`` into a tagged COSE_Sign1; ``kid`` defaults to the key's own."""
-    if not isinstance(payload, bytes):
-        raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "payload must be bytes")
-    protected = _PROTECTED[algorithm_for(key.key_type)]
-    signature = key.sign(sig_structure(protected, payload, external_aad))
-    # A one-entry unprotected map is deterministic as written: no need to sort anything.
-    return cbor2.dumps(
-        cbor2.CBORTag(
-            COSE_SIGN1_TAG,
-            [protected, {HEADER_KID: key.public.kid if kid is None else kid}, payload, signature],
-        )
-    )
+    pending = prepare_sign1(payload, key.public, kid=kid, external_aad=external_aad)
+    return pending.finish(key.sign(pending.to_be_signed))
 
 
 def parse_sign1(data: bytes, *, max_bytes: int = cbor.MAX_MESSAGE_BYTES) -> Sign1:

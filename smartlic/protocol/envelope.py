@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from smartlic.protocol.codec import decode_payload, encode_payload
-from smartlic.protocol.cose import Sign1, parse_sign1, sign1
+from smartlic.protocol.cose import (
+    SIGNATURE_DOES_NOT_VERIFY,
+    Sign1,
+    ToSign,
+    parse_sign1,
+    prepare_sign1,
+)
 from smartlic.protocol.errors import ErrorCode, RemoteProtocolError
 from smartlic.protocol.keys import VerifyingKey
 from smartlic.protocol.messages import Message, RegistrationRequest
@@ -30,7 +36,13 @@ def device_aad(device_id: str) -> bytes:
 
 def seal(message: Message, key: SigningKey) -> bytes:
     """Encode and sign ``message`` (bound to its device) into COSE_Sign1 bytes."""
-    return sign1(encode_payload(message), key, external_aad=device_aad(message.device_id))
+    pending = prepare_seal(message, key.public)
+    return pending.finish(key.sign(pending.to_be_signed))
+
+
+def prepare_seal(message: Message, key: VerifyingKey) -> ToSign:
+    """Encode ``message`` for sealing by ``key``'s private half, which signs it elsewhere."""
+    return prepare_sign1(encode_payload(message), key, external_aad=device_aad(message.device_id))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,11 +58,21 @@ class Opened:
 
     def verify(self, key: VerifyingKey) -> None:
         """Raise :class:`RemoteProtocolError` unless ``key`` signed this message for its device."""
+        if not key.verify(self.envelope.signature, self.signed_bytes(key)):
+            raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, SIGNATURE_DOES_NOT_VERIFY)
+
+    def signed_bytes(self, key: VerifyingKey) -> bytes:
+        """What ``key`` must have signed, for checking the signature elsewhere.
+
+        Raises :class:`RemoteProtocolError` at once when the headers already rule ``key`` out
+        (another ``kid``, an algorithm of another key type): no signature check is needed then.
+        """
         if self.envelope.kid is not None and self.envelope.kid != key.kid:
             raise RemoteProtocolError(
                 ErrorCode.BAD_SIGNATURE, "kid does not name the expected signer"
             )
-        self.envelope.verify(key, external_aad=device_aad(self.message.device_id))
+        self.envelope.check_algorithm(key)
+        return self.envelope.to_be_signed(device_aad(self.message.device_id))
 
     def verify_first_reply(self, fingerprint: bytes) -> VerifyingKey:
         """Verify a reply by a collector known only by ``fingerprint``; return its key to pin.

@@ -56,30 +56,29 @@ class VerifyingKey:
     key: PublicKey
     key_type: KeyType = field(init=False)
     fingerprint: bytes = field(init=False, repr=False)
+    kid: bytes = field(init=False, repr=False)
+    """The COSE key identifier: the first 8 bytes of the fingerprint."""
+    raw: bytes = field(init=False, repr=False)
+    """The key as it travels: 32 raw bytes (Ed25519) or a compressed SEC1 point (P-256).
+
+    Kept, like the fingerprint and kid, because the collector reads them per message."""
 
     def __post_init__(self) -> None:
         if isinstance(self.key, ed25519.Ed25519PublicKey):
             key_type = KeyType.ED25519
+            raw = self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         elif isinstance(getattr(self.key, "curve", None), ec.SECP256R1):
             key_type = KeyType.P256
+            raw = self.key.public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+            )
         else:
             raise LocalProtocolError(ErrorCode.MALFORMED_KEY, "only Ed25519 and P-256 keys")
+        fingerprint = hashlib.sha256(_spki(self.key)).digest()
         object.__setattr__(self, "key_type", key_type)
-        object.__setattr__(self, "fingerprint", hashlib.sha256(_spki(self.key)).digest())
-
-    @property
-    def kid(self) -> bytes:
-        """The COSE key identifier: the first 8 bytes of the fingerprint."""
-        return self.fingerprint[:KID_BYTES]
-
-    @property
-    def raw(self) -> bytes:
-        """The key as it travels: 32 raw bytes (Ed25519) or a compressed SEC1 point (P-256)."""
-        if isinstance(self.key, ed25519.Ed25519PublicKey):
-            return self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return self.key.public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
-        )
+        object.__setattr__(self, "fingerprint", fingerprint)
+        object.__setattr__(self, "kid", fingerprint[:KID_BYTES])
+        object.__setattr__(self, "raw", raw)
 
     @classmethod
     def from_raw(cls, key_type: KeyType, data: bytes) -> VerifyingKey:

@@ -31,7 +31,7 @@ _HELP = {
     "batch_size": "messages decided and committed per transaction",
     "batch_linger_ms": "wait this long for a batch to fill",
     "intake_limit": "messages buffered before reading from the broker pauses",
-    "crypto_threads": "threads verifying and signing",
+    "crypto_workers": "processes verifying and signing (0: on the event loop)",
     "change_poll_ms": "how often administrative changes are looked for",
     "time_scale": "simulations only: run the clock this many times faster",
     "time_origin": "simulations only: virtual epoch seconds at start",

@@ -49,7 +49,8 @@ class ServiceConfig:
     """How long to wait for more messages before processing a partial batch."""
     intake_limit: int = 5000
     """Messages buffered before the service stops reading from the broker (back-pressure)."""
-    crypto_threads: int = 2
+    crypto_workers: int = 2
+    """Processes verifying and signing; 0 does it on the event loop (one core, least CPU)."""
     change_poll_ms: float = 200.0
     receipt_retention_days: int = 30
     """How long the answer to an accepted report is kept for answering duplicates."""
@@ -91,7 +92,6 @@ _POSITIVE: Final = frozenset(
     {
         "batch_size",
         "intake_limit",
-        "crypto_threads",
         "batch_linger_ms",
         "change_poll_ms",
         "receipt_retention_days",
@@ -162,6 +162,6 @@ def _convert(name: str, value: Any) -> Any:  # noqa: ANN401 -- values come from 
         raise ConfigError(f"setting {name}: {value!r} is not one of {', '.join(_CHOICES[name])}")
     if name in _POSITIVE and converted <= 0:
         raise ConfigError(f"setting {name} must be positive, not {value!r}")
-    if name == "clock_skew" and converted < 0:
-        raise ConfigError("setting clock_skew cannot be negative")
+    if name in ("clock_skew", "crypto_workers") and converted < 0:
+        raise ConfigError(f"setting {name} cannot be negative")
     return converted

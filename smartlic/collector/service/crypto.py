@@ -1,65 +1,204 @@
-"""Signature work for the service, off the event loop.
+"""Signature work for the service, in worker processes (see ``crypto_worker``).
 
-cryptography releases the GIL while OpenSSL verifies or signs (measured here: two threads
-verify Ed25519 1.7x faster than one), so a small thread pool gives the service a second core
-for its heaviest work without pickling anything to another process. A batch is split into one
-chunk per thread.
+The service keeps everything that reads or builds a message (headers, ``kid``, the
+``Sig_structure``, the COSE envelope of each answer); a worker only runs OpenSSL over bytes.
+A batch is split into one chunk per worker, so both cores of a small machine verify while the
+event loop goes on. With ``workers=0`` everything runs in the service's own process, on the
+event loop: the least CPU per message, one core.
+
+A worker that dies is started again and its chunk sent again (the work is pure, so doing it
+twice changes nothing); if that fails too, :class:`CryptoUnavailable` tells the caller, who
+retries the batch later without acknowledging anything.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+import contextlib
+import sys
+from typing import TYPE_CHECKING, Any, Final
 
-from smartlic.protocol import RemoteProtocolError, seal
+import cbor2
+import structlog
+
+from smartlic.collector.service.crypto_worker import (
+    FAILED,
+    HEADER_BYTES,
+    SIGN,
+    VERIFY,
+    Signer,
+    frame,
+)
+from smartlic.protocol import RemoteProtocolError
+from smartlic.protocol.cose import SIGNATURE_DOES_NOT_VERIFY
+from smartlic.protocol.envelope import prepare_seal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from smartlic.protocol import CollectorMessage, Opened, SigningKey, VerifyingKey
 
-T = TypeVar("T")
-R = TypeVar("R")
+log = structlog.get_logger("smartlic.collector")
+
+_WORKER_MODULE: Final = "smartlic.collector.service.crypto_worker"
+_SMALL: Final = 8
+"""Fewer items than this go to one worker: splitting would cost more than it saves."""
+_STOP_TIMEOUT: Final = 5.0
+
+
+class CryptoUnavailable(Exception):  # noqa: N818 -- names the condition, like StoreError's kin
+    """A worker process failed twice in a row; the batch should be tried again later."""
+
+
+class _Worker:
+    """One worker process and the pipe to it; one job at a time."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            _WORKER_MODULE,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        log.debug("collector.crypto_worker_started", worker=self.index, pid=process.pid)
+        return process
+
+    async def call(self, request: bytes) -> Any:  # noqa: ANN401 -- the worker's decoded answer
+        async with self._lock:
+            for attempt in (1, 2):
+                process = self._process
+                if process is not None and process.returncode is not None:
+                    log.warning(
+                        "collector.crypto_worker_lost",
+                        worker=self.index,
+                        exit_code=process.returncode,
+                    )
+                    process = None
+                if process is None:
+                    process = self._process = await self._start()
+                try:
+                    return await self._exchange(process, request)
+                except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
+                    log.warning(
+                        "collector.crypto_worker_lost",
+                        worker=self.index,
+                        attempt=attempt,
+                        error=str(exc) or type(exc).__name__,
+                    )
+                    await self._stop(process)
+                    self._process = None
+            raise CryptoUnavailable(f"crypto worker {self.index} failed twice in a row")
+
+    @staticmethod
+    async def _exchange(process: asyncio.subprocess.Process, request: bytes) -> Any:  # noqa: ANN401 -- see call
+        stdin, stdout = process.stdin, process.stdout
+        if stdin is None or stdout is None:
+            raise ConnectionError("worker has no pipes")
+        stdin.write(request)
+        await stdin.drain()
+        header = await stdout.readexactly(HEADER_BYTES)
+        answer = cbor2.loads(await stdout.readexactly(int.from_bytes(header, "big")))
+        if answer[0] == FAILED:
+            raise CryptoUnavailable(f"crypto worker refused a job: {answer[1]}")
+        return answer[1]
+
+    @staticmethod
+    async def _stop(process: asyncio.subprocess.Process) -> None:
+        if process.stdin is not None:
+            process.stdin.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await process.stdin.wait_closed()
+        try:
+            async with asyncio.timeout(_STOP_TIMEOUT):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._process is not None:
+                await self._stop(self._process)
+                self._process = None
 
 
 class CryptoPool:
-    def __init__(self, threads: int) -> None:
-        self.threads = max(1, threads)
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="collector-crypto")
+    def __init__(self, workers: int) -> None:
+        self.workers = max(0, workers)
+        self._signer = Signer()
+        """For ``workers=0``: the same code the workers run, here."""
+        self._pool = [_Worker(index) for index in range(self.workers)]
+        self._next = 0
+        self._pem: tuple[SigningKey, bytes] | None = None
+        """The signing key as the workers load it, made once per key."""
 
-    async def _map(self, func: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    async def _map(self, kind: int, items: Sequence[Any], key_pem: bytes = b"") -> list[Any]:
+        """Split ``items`` over the workers and gather their answers in order."""
         if not items:
             return []
-        if len(items) < 8 or self.threads == 1:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, _apply, func, items)
-        size = -(-len(items) // self.threads)
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        loop = asyncio.get_running_loop()
+        if len(items) < _SMALL or len(self._pool) == 1:
+            chunks = [items]
+        else:
+            size = -(-len(items) // len(self._pool))
+            chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        workers = [self._pool[(self._next + i) % len(self._pool)] for i in range(len(chunks))]
+        self._next = (self._next + len(chunks)) % len(self._pool)
+        requests = [
+            frame([VERIFY, list(chunk)] if kind == VERIFY else [SIGN, key_pem, list(chunk)])
+            for chunk in chunks
+        ]
         parts = await asyncio.gather(
-            *(loop.run_in_executor(self._pool, _apply, func, chunk) for chunk in chunks)
+            *(worker.call(request) for worker, request in zip(workers, requests, strict=True))
         )
-        return [result for part in parts for result in part]
+        results = [result for part in parts for result in part]
+        if len(results) != len(items):
+            raise CryptoUnavailable("a crypto worker answered the wrong number of items")
+        return results
 
     async def verify(self, work: Sequence[tuple[Opened, VerifyingKey]]) -> list[str | None]:
         """For each (message, key): ``None`` when the signature holds, else the reason."""
-        return await self._map(_verify_one, work)
+        problems: list[str | None] = [None] * len(work)
+        jobs: list[tuple[str, bytes, bytes, bytes]] = []
+        checked: list[int] = []
+        for index, (opened, key) in enumerate(work):
+            try:
+                data = opened.signed_bytes(key)
+            except RemoteProtocolError as exc:
+                problems[index] = exc.message
+                continue
+            jobs.append((key.key_type.value, key.raw, opened.envelope.signature, data))
+            checked.append(index)
+        verdicts = await self._map(VERIFY, jobs) if self._pool else self._signer.verify(jobs)
+        for index, verdict in zip(checked, verdicts, strict=True):
+            if verdict is not True:
+                problems[index] = SIGNATURE_DOES_NOT_VERIFY
+        return problems
 
     async def seal(self, key: SigningKey, messages: Sequence[CollectorMessage]) -> list[bytes]:
-        return await self._map(lambda message: seal(message, key), messages)
+        """Each message encoded and signed by ``key`` (bound to its device), in order."""
+        pending = [prepare_seal(message, key.public) for message in messages]
+        if not self._pool:
+            return [p.finish(key.sign(p.to_be_signed)) for p in pending]
+        if self._pem is None or self._pem[0] is not key:
+            self._pem = (key, key.to_pem())
+        signatures = await self._map(SIGN, [p.to_be_signed for p in pending], self._pem[1])
+        return [p.finish(signature) for p, signature in zip(pending, signatures, strict=True)]
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    @property
+    def pids(self) -> list[int]:
+        """The running worker processes (for monitoring; started with the first job)."""
+        return [worker.pid for worker in self._pool if worker.pid is not None]
 
-
-def _apply(func: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    return [func(item) for item in items]
-
-
-def _verify_one(item: tuple[Opened, VerifyingKey]) -> str | None:
-    opened, key = item
-    try:
-        opened.verify(key)
-    except RemoteProtocolError as exc:
-        return exc.message
-    return None
+    async def close(self) -> None:
+        await asyncio.gather(*(worker.close() for worker in self._pool))

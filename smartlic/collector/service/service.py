@@ -31,7 +31,7 @@ import structlog
 from smartlic.collector.compliance import next_license_change_at, reevaluate
 from smartlic.collector.receipts import DeadLetter, add_dead_letters, prune_accepted
 from smartlic.collector.service.clock import Clock
-from smartlic.collector.service.crypto import CryptoPool
+from smartlic.collector.service.crypto import CryptoPool, CryptoUnavailable
 from smartlic.collector.service.ingest import ACTOR, Ingest, Settings
 from smartlic.collector.service.intake import worth_keeping_after_reconnect
 from smartlic.collector.service.notices import number_notices
@@ -71,6 +71,8 @@ _EXPIRY_MARK: Final = "expiry"
 _EXPIRY_RECHECK: Final = 30.0
 """Real seconds between looks for license terms (a deposit may bring an earlier one)."""
 _RETRY_DELAY: Final = 1.0
+_OUTAGES: Final = (StoreError, CryptoUnavailable)
+"""Failures of what the service depends on: the work is tried again later, nothing is acked."""
 
 
 class CollectorService:
@@ -120,7 +122,7 @@ class CollectorService:
                 site = await site_info(tx)
             key = self._key = read_key_file(config.key_path)
             check_site_key(config.key_path, key, site.key_fingerprint)
-            crypto = self._crypto = CryptoPool(config.crypto_threads)
+            crypto = self._crypto = CryptoPool(config.crypto_workers)
             self._ingest = Ingest(
                 store,
                 crypto,
@@ -166,7 +168,7 @@ class CollectorService:
                 self.started.set()
         finally:
             if self._crypto is not None:
-                self._crypto.close()
+                await self._crypto.close()
             await store.close()
             log.info("collector.stopped", processed=self.processed)
 
@@ -266,9 +268,9 @@ class CollectorService:
         while True:
             try:
                 return await ingest.process(batch, self.now())
-            except StoreError as exc:
+            except _OUTAGES as exc:
                 log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
-                    "collector.store_failed", error=str(exc), batch=len(batch)
+                    _outage_event(exc), error=str(exc), batch=len(batch)
                 )
                 await asyncio.sleep(_RETRY_DELAY)
             except Exception:
@@ -320,9 +322,9 @@ class CollectorService:
                 log.info("collector.changes", up_to=new_mark, pushes=len(outgoing))
                 self._terms_changed.set()
                 await self._send(outgoing)
-            except StoreError as exc:
+            except _OUTAGES as exc:
                 log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
-                    "collector.store_failed", task="changes", error=str(exc)
+                    _outage_event(exc), task="changes", error=str(exc)
                 )
 
     async def _expiry_loop(self) -> None:
@@ -350,9 +352,9 @@ class CollectorService:
                     await set_service_mark(tx, _EXPIRY_MARK, now)
                 log.info("collector.license_terms", until=now, pushes=len(outgoing))
                 await self._send(outgoing)
-            except StoreError as exc:
+            except _OUTAGES as exc:
                 log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
-                    "collector.store_failed", task="expiry", error=str(exc)
+                    _outage_event(exc), task="expiry", error=str(exc)
                 )
                 await asyncio.sleep(_RETRY_DELAY)
 
@@ -427,6 +429,10 @@ class CollectorService:
 
     def _require_key(self) -> SigningKey:
         return _required(self._key, "signing key")
+
+
+def _outage_event(exc: Exception) -> str:
+    return "collector.store_failed" if isinstance(exc, StoreError) else "collector.crypto_failed"
 
 
 def _required(value: T | None, what: str) -> T:
