@@ -43,6 +43,8 @@ _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 4, 5, 6, 7
 _ALLOWED_SIMPLE: Final = frozenset({20, 21, 22})  # false, true, null
 _INDEFINITE: Final = 31
 _SCALARS: Final = frozenset({int, str, bytes, bool, type(None), float})
+_PLAIN_SCALARS: Final = frozenset({bytes, str, bool, type(None)})
+"""Decoded types that are plain as they are (integers need their range checked)."""
 _INT_MIN: Final = -(2**64)
 _INT_MAX: Final = 2**64 - 1
 
@@ -50,6 +52,22 @@ _INT_MAX: Final = 2**64 - 1
 def encode(value: Any) -> bytes:
     """Encode ``value`` deterministically (RFC 8949 §4.2.1)."""
     return cbor2.dumps(_ordered(value))
+
+
+def encode_ordered(value: Any) -> bytes:
+    """Encode ``value`` whose maps are already in deterministic key order, as they are.
+
+    For callers that build their maps in order (the payload codec); :func:`encode` is the
+    general one. A map out of order here would be written out of order.
+    """
+    return cbor2.dumps(value)
+
+
+def sorted_items(mapping: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
+    """``mapping``'s items in deterministic key order (RFC 8949 §4.2.1)."""
+    if len(mapping) < 2:
+        return list(mapping.items())
+    return sorted(mapping.items(), key=_key_order)
 
 
 def _ordered(value: Any) -> Any:
@@ -122,9 +140,13 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
     return value
 
 
-def _check_plain(value: Any, *, top: bool) -> bool:  # noqa: C901 -- one branch per decoded type
+def _check_plain(value: Any, *, top: bool) -> bool:  # noqa: C901, PLR0912 -- one branch per decoded type
     """Refuse what cbor2 decoded from a float, a tag below the top or an odd simple value;
-    return whether every map's keys are in bytewise order of their encodings."""
+    return whether every map's keys are in bytewise order of their encodings.
+
+    Containers check their scalar items in line (most items are) and recurse only into
+    containers and the odd value; this walk runs on every message received.
+    """
     kind = type(value)
     if kind is int:
         if not _INT_MIN <= value <= _INT_MAX:
@@ -133,21 +155,25 @@ def _check_plain(value: Any, *, top: bool) -> bool:  # noqa: C901 -- one branch 
                 "bignums (tags 2 and 3, RFC 8949 §3.4.3) are not allowed",
             )
         return True
-    if kind in (bytes, str, bool, type(None)):
+    if kind in _PLAIN_SCALARS:
         return True
     if kind in (list, tuple):
         ordered = True
         for item in value:
-            ordered = _check_plain(item, top=False) and ordered
+            if type(item) not in _PLAIN_SCALARS:
+                ordered = _check_plain(item, top=False) and ordered
         return ordered
     if kind in (dict, cbor2.FrozenDict):
         ordered = True
-        previous = b""
-        for index, (key, item) in enumerate(value.items()):
-            ordered = _check_plain(key, top=False) and ordered
-            ordered = _check_plain(item, top=False) and ordered
+        previous = None
+        for key, item in value.items():
+            if type(key) not in _PLAIN_SCALARS:
+                ordered = _check_plain(key, top=False) and ordered
+            if type(item) not in _PLAIN_SCALARS:
+                ordered = _check_plain(item, top=False) and ordered
             encoded = _encoded_key(key)
-            ordered = ordered and (index == 0 or previous < encoded)
+            if previous is not None and not previous < encoded:
+                ordered = False
             previous = encoded
         return ordered
     if kind is cbor2.CBORTag and top:

@@ -163,7 +163,14 @@ def _udi_in(value: Any) -> Udi:
 
 
 def _tags_out(tags: Mapping[str, TagCompliance]) -> dict[str, list[int]]:
-    return {tag: [int(c.status), c.in_use, c.entitled, c.shortfall] for tag, c in tags.items()}
+    return {
+        tag: [int(c.status), c.in_use, c.entitled, c.shortfall]
+        for tag, c in cbor.sorted_items(tags)
+    }
+
+
+def _counts_out(counts: Mapping[str, int]) -> dict[str, int]:
+    return dict(cbor.sorted_items(counts))
 
 
 def _tags_in(value: Any) -> dict[str, TagCompliance]:
@@ -218,7 +225,7 @@ _TO_WIRE: Final[Mapping[Key, Callable[[Any], Any]]] = {
     Key.TAGS: _tags_out,
     Key.ALGORITHM: int,
     Key.CODE: int,
-    Key.COUNTS: dict,
+    Key.COUNTS: _counts_out,
     Key.COLLECTOR_KEY: _key_out,
 }
 _FROM_WIRE: Final[Mapping[Key, Callable[[Any], Any]]] = {
@@ -230,22 +237,70 @@ _FROM_WIRE: Final[Mapping[Key, Callable[[Any], Any]]] = {
 }
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """A layout made ready for the hot paths: plain int keys in ascending order, converters
+    looked up once. Keys 0..23 encode as one byte each, so ascending keys are already the
+    bytewise order RFC 8949 §4.2.1 asks for and an encoded payload needs no sorting."""
+
+    message_type: MessageType
+    cls: type[Message]
+    name: str
+    fields: tuple[
+        tuple[int, str, bool, Callable[[Any], Any] | None, Callable[[Any], Any] | None], ...
+    ]
+    """(key, attribute, optional, to wire, from wire) per field."""
+    known: frozenset[int]
+
+
+def _plan(message_type: MessageType) -> _Plan:
+    cls, layout = LAYOUTS[message_type]
+    ordered = sorted(layout, key=lambda spec: int(spec.key))
+    return _Plan(
+        message_type=message_type,
+        cls=cls,
+        name=message_type.name.lower(),
+        fields=tuple(
+            (
+                int(spec.key),
+                spec.attr,
+                spec.optional,
+                _TO_WIRE.get(spec.key),
+                _FROM_WIRE.get(spec.key),
+            )
+            for spec in ordered
+        ),
+        known=frozenset({int(Key.TYPE), int(Key.VERSION)} | {int(spec.key) for spec in layout}),
+    )
+
+
+_PLANS: Final[Mapping[int, _Plan]] = {int(kind): _plan(kind) for kind in LAYOUTS}
+_KEYS_IN_ORDER: Final = max(int(key) for key in Key) < 24
+assert _KEYS_IN_ORDER, "payload keys must stay below 24 for the order to hold"  # noqa: S101 -- an import-time invariant
+
+
 def to_wire(message: Message) -> dict[int, Any]:
-    """The payload map of ``message`` (before CBOR encoding)."""
-    _, layout = LAYOUTS[message.message_type]
-    wire: dict[int, Any] = {Key.TYPE: int(message.message_type), Key.VERSION: PROTOCOL_VERSION}
-    for spec in layout:
-        value = getattr(message, spec.attr)
+    """The payload map of ``message`` (before CBOR encoding), its keys in ascending order."""
+    plan = _PLANS[message.message_type]
+    wire: dict[int, Any] = {
+        int(Key.TYPE): int(message.message_type),
+        int(Key.VERSION): PROTOCOL_VERSION,
+    }
+    for key, attr, _, convert, _ in plan.fields:
+        value = getattr(message, attr)
         if value is None:
             continue
-        convert = _TO_WIRE.get(spec.key)
-        wire[int(spec.key)] = convert(value) if convert else value
+        wire[key] = convert(value) if convert else value
     return wire
 
 
 def encode_payload(message: Message) -> bytes:
-    """Deterministic CBOR of ``message``'s payload map."""
-    return cbor.encode(to_wire(message))
+    """Deterministic CBOR of ``message``'s payload map.
+
+    :func:`to_wire` writes the top-level keys in order and its converters sort the maps they
+    build (tags, counts), so the map goes to cbor2 as it is (cbor.encode would sort it again).
+    """
+    return cbor.encode_ordered(to_wire(message))
 
 
 def decode_payload(data: bytes) -> Message:
@@ -259,40 +314,38 @@ def decode_payload(data: bytes) -> Message:
 
 def from_wire(wire: Mapping[Any, Any]) -> Message:
     """Build the message a payload map describes (raises :class:`LocalProtocolError`)."""
-    message_type = _message_type(wire)
-    cls, layout = LAYOUTS[message_type]
-    known = {Key.TYPE, Key.VERSION} | {spec.key for spec in layout}
-    unknown = [key for key in wire if key not in known]
-    if unknown:
-        raise LocalProtocolError(
-            ErrorCode.UNKNOWN_FIELD, f"unknown keys {unknown} in {message_type.name.lower()}"
-        )
+    plan = _PLANS[_message_type(wire)]
+    if not wire.keys() <= plan.known:
+        unknown = [key for key in wire if key not in plan.known]
+        raise LocalProtocolError(ErrorCode.UNKNOWN_FIELD, f"unknown keys {unknown} in {plan.name}")
     kwargs: dict[str, Any] = {}
-    for spec in layout:
-        if spec.key not in wire:
-            if spec.optional:
-                kwargs[spec.attr] = None
+    for key, attr, optional, _, convert in plan.fields:
+        value = wire.get(key, _ABSENT)
+        if value is _ABSENT:
+            if optional:
+                kwargs[attr] = None
                 continue
             raise LocalProtocolError(
-                ErrorCode.MISSING_FIELD,
-                f"{message_type.name.lower()} lacks {spec.attr} (key {int(spec.key)})",
+                ErrorCode.MISSING_FIELD, f"{plan.name} lacks {attr} (key {key})"
             )
-        value = wire[spec.key]
         if value is None:
             # An absent optional field is omitted, never null: one message, one encoding.
-            raise LocalProtocolError(
-                ErrorCode.WRONG_TYPE, f"{spec.attr} (key {int(spec.key)}) is null"
-            )
-        convert = _FROM_WIRE.get(spec.key)
-        kwargs[spec.attr] = convert(value) if convert else _plain(value)
-    return cls(**kwargs)
+            raise LocalProtocolError(ErrorCode.WRONG_TYPE, f"{attr} (key {key}) is null")
+        kwargs[attr] = convert(value) if convert else _plain(value)
+    return plan.cls(**kwargs)
 
 
-def _message_type(wire: Mapping[Any, Any]) -> MessageType:
+_ABSENT: Final = object()
+
+
+def _message_type(wire: Mapping[Any, Any]) -> int:
     """The payload's protocol version checked and its message type read (keys 1 and 0)."""
     # Python's ``True == 1`` would let ``true`` stand in for key 1: keys are checked by type first.
-    if any(type(key) is not int for key in wire):
-        raise LocalProtocolError(ErrorCode.UNKNOWN_FIELD, "payload map keys must all be integers")
+    for key in wire:
+        if type(key) is not int:
+            raise LocalProtocolError(
+                ErrorCode.UNKNOWN_FIELD, "payload map keys must all be integers"
+            )
     version = wire.get(Key.VERSION)
     if version is None:
         raise LocalProtocolError(ErrorCode.MISSING_FIELD, "payload has no protocol version (key 1)")
@@ -305,12 +358,9 @@ def _message_type(wire: Mapping[Any, Any]) -> MessageType:
         raise LocalProtocolError(ErrorCode.MISSING_FIELD, "payload has no message type (key 0)")
     if type(kind) is not int:
         raise LocalProtocolError(ErrorCode.WRONG_TYPE, "message type must be an integer")
-    try:
-        return MessageType(kind)
-    except ValueError:
-        raise LocalProtocolError(
-            ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type {kind}"
-        ) from None
+    if kind not in _PLANS:
+        raise LocalProtocolError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type {kind}")
+    return kind
 
 
 def _plain(value: Any) -> Any:
