@@ -23,6 +23,7 @@ A tag counts as one level of nesting, as cbor2's ``max_depth`` counts it.
 from __future__ import annotations
 
 import functools
+import io
 from typing import TYPE_CHECKING, Any, Final
 
 import cbor2
@@ -49,9 +50,33 @@ _INT_MIN: Final = -(2**64)
 _INT_MAX: Final = 2**64 - 1
 
 
+_ENCODERS: list[tuple[io.BytesIO, cbor2.CBOREncoder]] = []
+"""Idle encoders, each writing to its own buffer.
+
+``cbor2.dumps`` builds a buffer and an encoder for every call, which costs more than encoding
+a whole message (3.7 µs against 1.5 µs here). Every message sent and received is encoded at
+least once, so encoders are reused: taken from this list and put back, which is atomic under
+the GIL, so threads never share one. An encoder whose encoding failed is dropped.
+"""
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        buffer, encoder = _ENCODERS.pop()
+    except IndexError:
+        buffer = io.BytesIO()
+        encoder = cbor2.CBOREncoder(buffer)
+    encoder.encode(value)
+    data = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    _ENCODERS.append((buffer, encoder))
+    return data
+
+
 def encode(value: Any) -> bytes:
     """Encode ``value`` deterministically (RFC 8949 §4.2.1)."""
-    return cbor2.dumps(_ordered(value))
+    return _dumps(_ordered(value))
 
 
 def encode_ordered(value: Any) -> bytes:
@@ -60,7 +85,7 @@ def encode_ordered(value: Any) -> bytes:
     For callers that build their maps in order (the payload codec); :func:`encode` is the
     general one. A map out of order here would be written out of order.
     """
-    return cbor2.dumps(value)
+    return _dumps(value)
 
 
 def sorted_items(mapping: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
@@ -122,7 +147,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
         # cbor2 writes every head minimally and every length definitely, and keeps the decoded
         # order of map keys: equal bytes prove all of §4.2.1 but the key order, which
         # _check_plain verifies on the decoded value (cheaper than re-sorting every map).
-        canonical = cbor2.dumps(value)
+        canonical = _dumps(value)
     except Exception:  # noqa: BLE001 -- a value cbor2 cannot re-encode is not deterministic CBOR
         canonical = b""
     if canonical != data:

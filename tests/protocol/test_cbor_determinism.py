@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from smartlic.protocol import ErrorCode, RemoteProtocolError
+from smartlic.protocol import cbor as cbor_module
 from smartlic.protocol.cbor import MAX_DEPTH, MAX_MESSAGE_BYTES, decode, diagnose, encode
 
 REJECTED = [
@@ -187,3 +188,18 @@ def test_key_order_cache_keeps_true_and_1_apart() -> None:
     assert bytes.fromhex("a10161") + b"a" == encode({1: "a"})
 
     assert bytes.fromhex("a20200f500") == encode({True: 0, 2: 0})
+
+
+@settings(max_examples=300)
+@given(st.lists(plain_values, min_size=1, max_size=5))
+def test_reused_encoders_write_what_a_fresh_one_writes(values: list[Any]) -> None:
+    """Encoders are kept between calls; one message's bytes never leak into the next."""
+    assert [cbor2.dumps(cbor_module._ordered(v)) for v in values] == [encode(v) for v in values]
+
+
+def test_an_encoder_that_failed_is_not_reused() -> None:
+    """A value cbor2 cannot encode leaves no half-written bytes behind for the next message."""
+    with pytest.raises(cbor2.CBOREncodeError):
+        encode([1, 2, object()])
+
+    assert bytes.fromhex("820102") == encode([1, 2])
