@@ -17,7 +17,7 @@ the same with ten devices or a million.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from smartlic.collector import audit
@@ -126,10 +126,11 @@ class PoolState:
     in_use: int
     recorded: ComplianceStatus
     """The status last recorded (and audited) for the pool."""
+    compliance: TagCompliance = field(init=False, repr=False, compare=False)
+    """The pool's standing, made once: every notice of the VA's devices carries it."""
 
-    @property
-    def compliance(self) -> TagCompliance:
-        return pool_compliance(self.purchased, self.in_use)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compliance", pool_compliance(self.purchased, self.in_use))
 
     @property
     def status(self) -> ComplianceStatus:

@@ -14,6 +14,7 @@ The service's batch path is :func:`find_devices` → :func:`apply_reports` → (
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from enum import StrEnum
@@ -97,31 +98,64 @@ class DeviceRecord:
 
     @classmethod
     def from_row(cls, row: Row, counts: Mapping[str, int]) -> DeviceRecord:
-        def optional(name: str) -> int | None:
-            return None if row[name] is None else int(row[name])
-
+        # Every batch the service decides loads its devices' rows: the conversions that
+        # build objects (UDI, algorithm, state, policy) are looked up rather than rebuilt.
+        deregistered_at, last_report_at = row["deregistered_at"], row["last_report_at"]
         return cls(
             pk=int(row["id"]),
             device_id=str(row["device_id"]),
-            udi=Udi.parse(str(row["udi"])),
-            algorithm=Algorithm(int(row["algorithm"])),
+            udi=_udi(str(row["udi"])),
+            algorithm=_ALGORITHMS[int(row["algorithm"])],
             public_key=bytes(row["public_key"]),
             va_id=int(row["va_id"]),
             va_name=str(row["va_name"]),
             account_id=int(row["account_id"]),
             account_name=str(row["account_name"]),
-            policy=Policy(
-                report_interval=int(row["report_interval"]),
-                authorization_validity=int(row["auth_validity"]),
-            ),
-            state=DeviceState(str(row["state"])),
+            policy=_policy(int(row["report_interval"]), int(row["auth_validity"])),
+            state=_STATES[str(row["state"])],
             registered_at=int(row["registered_at"]),
-            deregistered_at=optional("deregistered_at"),
+            deregistered_at=None if deregistered_at is None else int(deregistered_at),
             last_seq=int(row["last_seq"]),
-            last_report_at=optional("last_report_at"),
+            last_report_at=None if last_report_at is None else int(last_report_at),
             notice_seq=int(row["notice_seq"]),
             counts=counts,
         )
+
+    def after_reports(self, counts: Mapping[str, int], *, last_seq: int, at: int) -> DeviceRecord:
+        """This record once reports up to ``last_seq`` (received ``at``) set its counts."""
+        return DeviceRecord(
+            pk=self.pk,
+            device_id=self.device_id,
+            udi=self.udi,
+            algorithm=self.algorithm,
+            public_key=self.public_key,
+            va_id=self.va_id,
+            va_name=self.va_name,
+            account_id=self.account_id,
+            account_name=self.account_name,
+            policy=self.policy,
+            state=self.state,
+            registered_at=self.registered_at,
+            deregistered_at=self.deregistered_at,
+            last_seq=last_seq,
+            last_report_at=at,
+            notice_seq=self.notice_seq,
+            counts=counts,
+        )
+
+
+_ALGORITHMS: Final = {int(algorithm): algorithm for algorithm in Algorithm}
+_STATES: Final = {str(state): state for state in DeviceState}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _udi(text: str) -> Udi:
+    return Udi.parse(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _policy(report_interval: int, authorization_validity: int) -> Policy:
+    return Policy(report_interval=report_interval, authorization_validity=authorization_validity)
 
 
 _SELECT: Final = (

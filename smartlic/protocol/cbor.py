@@ -185,16 +185,19 @@ def _check_plain(value: Any, *, top: bool) -> bool:  # noqa: C901, PLR0912 -- on
     if kind in (list, tuple):
         ordered = True
         for item in value:
-            if type(item) not in _PLAIN_SCALARS:
+            of = type(item)
+            if of not in _PLAIN_SCALARS and (of is not int or not _INT_MIN <= item <= _INT_MAX):
                 ordered = _check_plain(item, top=False) and ordered
         return ordered
     if kind in (dict, cbor2.FrozenDict):
         ordered = True
         previous = None
         for key, item in value.items():
-            if type(key) not in _PLAIN_SCALARS:
+            of = type(key)
+            if of not in _PLAIN_SCALARS and (of is not int or not _INT_MIN <= key <= _INT_MAX):
                 ordered = _check_plain(key, top=False) and ordered
-            if type(item) not in _PLAIN_SCALARS:
+            of = type(item)
+            if of not in _PLAIN_SCALARS and (of is not int or not _INT_MIN <= item <= _INT_MAX):
                 ordered = _check_plain(item, top=False) and ordered
             encoded = _encoded_key(key)
             if previous is not None and not previous < encoded:

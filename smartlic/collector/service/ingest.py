@@ -298,11 +298,8 @@ class Ingest:
         for device_id, counts in applied.counts.items():
             record = batch.records[device_id]
             batch.pools.update((record.va_id, tag) for tag in (*record.counts, *counts))
-            batch.records[device_id] = dataclasses.replace(
-                record,
-                counts=counts,
-                last_seq=batch.last_seq[device_id],
-                last_report_at=batch.now,
+            batch.records[device_id] = record.after_reports(
+                counts, last_seq=batch.last_seq[device_id], at=batch.now
             )
         batch.pools.update(applied.deltas)
         batch.accepted.extend(batch.pending)
