@@ -53,20 +53,21 @@ class TagCompliance:
 
     in_use: int
     entitled: int
+    shortfall: int = field(init=False, compare=False)
+    """In use beyond what is entitled (0 when in compliance)."""
+    status: ComplianceStatus = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         fields.uint("in_use", self.in_use, high=fields.UINT64_MAX)
         fields.uint("entitled", self.entitled, high=fields.UINT64_MAX)
-
-    @property
-    def shortfall(self) -> int:
-        return max(0, self.in_use - self.entitled)
-
-    @property
-    def status(self) -> ComplianceStatus:
-        if self.shortfall:
-            return ComplianceStatus.OUT_OF_COMPLIANCE
-        return ComplianceStatus.IN_COMPLIANCE
+        # Derived once: every notice reads them several times (encoding, its kind's rule).
+        shortfall = max(0, self.in_use - self.entitled)
+        object.__setattr__(self, "shortfall", shortfall)
+        object.__setattr__(
+            self,
+            "status",
+            ComplianceStatus.OUT_OF_COMPLIANCE if shortfall else ComplianceStatus.IN_COMPLIANCE,
+        )
 
 
 def _device(message: object) -> None:
@@ -220,7 +221,7 @@ class Authorization(_ComplianceNotice):
 
     def __post_init__(self) -> None:
         super(Authorization, self).__post_init__()
-        if self.out_of_compliance:
+        if any(c.shortfall for c in self.tags.values()):
             raise LocalProtocolError(
                 ErrorCode.INVALID_VALUE,
                 "an authorization cannot carry tags out of compliance: "
@@ -236,7 +237,7 @@ class OutOfComplianceNotice(_ComplianceNotice):
 
     def __post_init__(self) -> None:
         super(OutOfComplianceNotice, self).__post_init__()
-        if not self.out_of_compliance:
+        if not any(c.shortfall for c in self.tags.values()):
             raise LocalProtocolError(
                 ErrorCode.INVALID_VALUE, "an out-of-compliance notice needs a tag out of compliance"
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
+from smartlic.collector.cli.run import GC_YOUNGEST_THRESHOLD, tune_garbage_collector
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -88,3 +90,16 @@ def test_sigterm_stops_the_service_cleanly(
     assert ["collector.stopping", "collector.stopped"] == [
         e for e in events if e in ("collector.stopping", "collector.stopped")
     ]
+
+
+def test_the_service_process_collects_garbage_less_often_and_never_start_up_objects() -> None:
+    """``run`` tunes CPython's collector for the service's many short-lived objects."""
+    threshold = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+
+        assert GC_YOUNGEST_THRESHOLD == gc.get_threshold()[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
