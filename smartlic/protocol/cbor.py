@@ -23,7 +23,6 @@ A tag counts as one level of nesting, as cbor2's ``max_depth`` counts it.
 from __future__ import annotations
 
 import functools
-import io
 from typing import TYPE_CHECKING, Any, Final
 
 import cbor2
@@ -50,7 +49,13 @@ _INT_MIN: Final = -(2**64)
 _INT_MAX: Final = 2**64 - 1
 
 
-_ENCODERS: list[tuple[io.BytesIO, cbor2.CBOREncoder]] = []
+class _Sink(bytearray):
+    """Where a reused encoder writes: a growing buffer whose ``write`` is ``extend`` (in C)."""
+
+    write = bytearray.extend
+
+
+_ENCODERS: list[tuple[_Sink, cbor2.CBOREncoder]] = []
 """Idle encoders, each writing to its own buffer.
 
 ``cbor2.dumps`` builds a buffer and an encoder for every call, which costs more than encoding
@@ -62,15 +67,14 @@ the GIL, so threads never share one. An encoder whose encoding failed is dropped
 
 def _dumps(value: Any) -> bytes:
     try:
-        buffer, encoder = _ENCODERS.pop()
+        sink, encoder = _ENCODERS.pop()
     except IndexError:
-        buffer = io.BytesIO()
-        encoder = cbor2.CBOREncoder(buffer)
+        sink = _Sink()
+        encoder = cbor2.CBOREncoder(sink)  # type: ignore[arg-type]  # any object with write() will do
     encoder.encode(value)
-    data = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    _ENCODERS.append((buffer, encoder))
+    data = bytes(sink)
+    sink.clear()
+    _ENCODERS.append((sink, encoder))
     return data
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 import pytest
@@ -13,6 +13,7 @@ from protocol_strategies import (
     COLLECTOR_P256,
     DEVICE_ED25519,
     DEVICE_P256,
+    messages,
     three_tag_report,
 )
 from smartlic.protocol import (
@@ -34,6 +35,11 @@ from smartlic.protocol import (
 )
 from smartlic.protocol import cbor as cbor_codec
 from smartlic.protocol.cose import sig_structure
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from smartlic.protocol import Message
 
 KEYS = [pytest.param(DEVICE_ED25519, id="ed25519"), pytest.param(DEVICE_P256, id="es256")]
 
@@ -464,3 +470,38 @@ def test_proof_of_possession_only_applies_to_registrations() -> None:
         opened.verify_proof_of_possession()
 
     assert ErrorCode.UNKNOWN_MESSAGE_TYPE == caught.value.code
+
+
+@settings(max_examples=100)
+@given(
+    message=messages,
+    key=st.sampled_from([DEVICE_ED25519, DEVICE_P256, COLLECTOR_ED25519, COLLECTOR_P256]),
+)
+def test_a_sign1_as_smartlic_writes_it_reads_as_the_general_path_reads_it(
+    message: Message, key: SigningKey
+) -> None:
+    """parse_sign1 reads its own messages by rebuilding their bytes; the result is the one the
+    general path gives (here, for the same message untagged, which only that path reads)."""
+    data = seal(message, key)
+
+    assert parse_sign1(data[1:]) == parse_sign1(data)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param(lambda d: d[:-1], id="truncated"),
+        pytest.param(lambda d: d + b"\x00", id="trailing-byte"),
+        pytest.param(lambda d: d[:2] + b"\x58\x03" + d[3:], id="protected-length-not-minimal"),
+    ],
+)
+def test_a_sign1_close_to_the_written_form_gets_the_general_verdict(
+    variant: Callable[[bytes], bytes],
+) -> None:
+    """Bytes that only resemble what smartlic writes are judged, and named, by the general path."""
+    data = variant(seal(three_tag_report(), DEVICE_ED25519))
+
+    with pytest.raises(RemoteProtocolError) as refused:
+        parse_sign1(data)
+
+    assert refused.value.code in {ErrorCode.MALFORMED_CBOR, ErrorCode.NOT_DETERMINISTIC}

@@ -7,6 +7,10 @@ import io
 import os
 import secrets
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cbor2
@@ -155,3 +159,45 @@ def test_any_bytes_as_key_or_signature_only_fail_to_verify(
     kind: str, key: bytes, signature: bytes, data: bytes
 ) -> None:
     assert [False] == Signer().verify([(kind, key, signature, data)])
+
+
+_HOLDER = """
+import asyncio, sys
+from smartlic.collector.service.crypto import CryptoPool
+from smartlic.protocol import KeyType, SigningKey
+
+async def main():
+    pool = CryptoPool(1)
+    key = SigningKey.from_seed(KeyType.ED25519, bytes(32))
+    await pool._map(1, [b"warm up"], key.to_pem())
+    print("workers", *pool.pids, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_workers_end_when_the_service_is_killed() -> None:
+    """A collector killed with SIGKILL leaves no worker behind: each ends with its pipe."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        line = next(line for line in holder.stdout if line.startswith("workers "))
+        (worker,) = map(int, line.split()[1:])
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker)
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

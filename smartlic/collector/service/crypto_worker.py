@@ -14,11 +14,14 @@ plain lists of byte strings; nothing is pickled). Jobs:
 * ``[0, [[key type, raw public key, signature, to-be-signed], ...]]`` → ``[0, [bool, ...]]``
 * ``[1, signing key PEM, [to-be-signed, ...]]`` → ``[0, [signature, ...]]``
 
-A job that fails as a whole is answered ``[1, message]``. The worker ends when its stdin does.
+A job that fails as a whole is answered ``[1, message]``. The worker ends when its stdin does
+(the service closed it, or died), and ignores SIGINT and SIGTERM meant for the service.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
@@ -103,7 +106,12 @@ def serve(reader: BinaryIO, writer: BinaryIO) -> None:
 
 
 def main() -> None:
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    # The service decides when its workers stop, by closing their stdin: Ctrl-C in a terminal
+    # or a SIGTERM to the whole process group must not kill a worker under a batch in flight.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(BrokenPipeError):
+        serve(sys.stdin.buffer, sys.stdout.buffer)
 
 
 if __name__ == "__main__":
