@@ -201,3 +201,20 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+async def test_a_hung_worker_is_replaced_after_the_job_timeout() -> None:
+    pool = CryptoPool(1, job_timeout=0.5)
+    try:
+        await pool.seal(COLLECTOR, [_notice(1)])
+        (pid,) = pool.pids
+        os.kill(pid, signal.SIGSTOP)
+        with capture_logs() as logs:
+            sealed = await pool.seal(COLLECTOR, [_notice(2)])
+        open_message(sealed[0]).verify(COLLECTOR.public)
+        assert [("collector.crypto_worker_lost", "TimeoutError")] == [
+            (entry["event"], entry["error"]) for entry in logs if entry["log_level"] == "warning"
+        ]
+        assert [pid] != pool.pids
+    finally:
+        await pool.close()

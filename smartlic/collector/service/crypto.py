@@ -44,6 +44,9 @@ _WORKER_MODULE: Final = "smartlic.collector.service.crypto_worker"
 _SMALL: Final = 8
 """Fewer items than this go to one worker: splitting would cost more than it saves."""
 _STOP_TIMEOUT: Final = 5.0
+JOB_TIMEOUT: Final = 30.0
+"""Seconds a worker may take over one chunk (≈ 40 ms for 250 reports) before it is replaced:
+a worker that hangs must not stall the service."""
 
 
 class CryptoUnavailable(Exception):  # noqa: N818 -- names the condition, like StoreError's kin
@@ -53,8 +56,9 @@ class CryptoUnavailable(Exception):  # noqa: N818 -- names the condition, like S
 class _Worker:
     """One worker process and the pipe to it; one job at a time."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, job_timeout: float) -> None:
         self.index = index
+        self._job_timeout = job_timeout
         self._process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
 
@@ -88,14 +92,17 @@ class _Worker:
                 if process is None:
                     process = self._process = await self._start()
                 try:
-                    return await self._exchange(process, request)
-                except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
+                    async with asyncio.timeout(self._job_timeout):
+                        return await self._exchange(process, request)
+                except (ConnectionError, asyncio.IncompleteReadError, OSError, TimeoutError) as exc:
                     log.warning(
                         "collector.crypto_worker_lost",
                         worker=self.index,
                         attempt=attempt,
                         error=str(exc) or type(exc).__name__,
                     )
+                    if isinstance(exc, TimeoutError):
+                        process.kill()  # hung: it would not notice its stdin closing
                     await self._stop(process)
                     self._process = None
             raise CryptoUnavailable(f"crypto worker {self.index} failed twice in a row")
@@ -134,11 +141,11 @@ class _Worker:
 
 
 class CryptoPool:
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, job_timeout: float = JOB_TIMEOUT) -> None:
         self.workers = max(0, workers)
         self._signer = Signer()
         """For ``workers=0``: the same code the workers run, here."""
-        self._pool = [_Worker(index) for index in range(self.workers)]
+        self._pool = [_Worker(index, job_timeout) for index in range(self.workers)]
         self._next = 0
         self._pem: tuple[SigningKey, bytes] | None = None
         """The signing key as the workers load it, made once per key."""
