@@ -15,9 +15,9 @@ import sys
 from typing import TYPE_CHECKING
 
 import pytest
-from smartlic.collector.service.ingest import Ingest
+from smartlic.collector.service.ingest import Ingest, Prepared
 from smartlic.collector.service.service import CollectorService
-from smartlic.mqtt.aio import AsyncMqttClient, Backoff, MqttMessage
+from smartlic.mqtt.aio import AsyncMqttClient, Backoff
 from smartlic.mqtt.url import parse_broker_url
 from smartlic.protocol import ComplianceNotice, open_message
 
@@ -284,18 +284,18 @@ async def test_a_crash_between_commit_and_acknowledgement_is_answered_from_the_s
         device = await make_device()
         await device.register(token)
         fleet.append(Outbox(device))
-    real_process = Ingest.process
+    real_commit = Ingest.commit
 
-    async def commit_then_die(self: Ingest, messages: Sequence[MqttMessage], now: int) -> object:
-        await real_process(self, messages, now)
+    async def commit_then_die(self: Ingest, prepared: Prepared, now: int) -> object:
+        await real_commit(self, prepared, now)
         raise _Crash
 
-    monkeypatch.setattr(Ingest, "process", commit_then_die)
+    monkeypatch.setattr(Ingest, "commit", commit_then_die)
     for outbox in fleet:
         await outbox.device.send(outbox.queue(2))
     with pytest.raises(BaseExceptionGroup):
         await first_run
-    monkeypatch.setattr(Ingest, "process", real_process)
+    monkeypatch.setattr(Ingest, "commit", real_commit)
     committed = await collector_site.query("SELECT COUNT(*) AS n FROM accepted_reports")
 
     second = CollectorService(service_config(collector_site, mosquitto))

@@ -121,6 +121,15 @@ class _Batch:
     reports: dict[tuple[str, int], _Accepted] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A parsed and verified batch, waiting for its write transaction."""
+
+    items: list[Parsed]
+    changes_keys: bool
+    """It holds registrations: deciding it may give devices new keys."""
+
+
 class Ingest:
     """Turns batches of MQTT messages into committed decisions and messages to send."""
 
@@ -141,12 +150,30 @@ class Ingest:
 
     async def process(self, messages: Sequence[MqttMessage], now: int) -> list[Outgoing]:
         """Decide a batch and commit; what to publish (answers in arrival order, then pushes)."""
+        return await self.commit(await self.prepare(messages), now)
+
+    async def prepare(self, messages: Sequence[MqttMessage]) -> Prepared:
+        """Parse and verify a batch: steps 1 and 2, which change nothing.
+
+        The service may prepare the next batch while this one is decided, unless deciding
+        this one can change a device's key (:attr:`Prepared.changes_keys`): the next one's
+        signatures would be checked against keys about to be replaced.
+        """
         items = [
             parse(self.settings.topics, m.topic, m.payload, mid=m.mid, qos=m.qos) for m in messages
         ]
+        changes_keys = any(
+            isinstance(item.opened.message, RegistrationRequest)
+            for item in items
+            if item.opened is not None
+        )
         await self._verify(items)
+        return Prepared(items=items, changes_keys=changes_keys)
+
+    async def commit(self, prepared: Prepared, now: int) -> list[Outgoing]:
+        """Step 3: decide a prepared batch in one write transaction (once: it is spent)."""
         async with self.store.write() as tx:
-            return await self._decide(tx, items, now)
+            return await self._decide(tx, prepared.items, now)
 
     async def _verify(self, items: list[Parsed]) -> None:
         missing = {

@@ -32,7 +32,7 @@ from smartlic.collector.compliance import next_license_change_at, reevaluate
 from smartlic.collector.receipts import DeadLetter, add_dead_letters, prune_accepted
 from smartlic.collector.service.clock import Clock
 from smartlic.collector.service.crypto import CryptoPool, CryptoUnavailable
-from smartlic.collector.service.ingest import ACTOR, Ingest, Settings
+from smartlic.collector.service.ingest import ACTOR, Ingest, Prepared, Settings
 from smartlic.collector.service.intake import worth_keeping_after_reconnect
 from smartlic.collector.service.notices import number_notices
 from smartlic.collector.service.outbox import (
@@ -234,39 +234,85 @@ class CollectorService:
         return event
 
     async def _ingest_loop(self) -> None:
-        client = self._require_client()
-        linger = self.config.batch_linger_ms / 1000
-        size = self.config.batch_size
-        while True:
-            if not self._intake:
-                if self._stopping.is_set():
-                    self._drained.set()
-                    return
-                self._arrived.clear()
-                await self._arrived.wait()
-                continue
-            if len(self._intake) < size and not self._stopping.is_set():
-                await asyncio.sleep(linger)
-            batch = [self._intake.popleft() for _ in range(min(size, len(self._intake)))]
-            outgoing = await self._process(batch)
-            for message in outgoing:
-                mid = await client.publish(self.topics.downlink(message.device_id), message.payload)
-                if message.outbox_id is not None:
-                    self._outbox_mids[mid] = message.outbox_id
-            for received in batch:
-                client.ack(received)
-            self.processed += len(batch)
-            if self._paused and len(self._intake) <= self.config.intake_limit // 2:
-                self._paused = False
-                if not self._stopping.is_set():
-                    client.resume_reading()
+        """Batches in arrival order: decide, commit, publish, acknowledge.
 
-    async def _process(self, batch: Sequence[MqttMessage]) -> list[Outgoing]:
+        While one batch is decided (the event loop and SQLite busy), the next one is parsed
+        and verified (the crypto workers busy), so neither waits for the other. Only the
+        deciding, publishing and acknowledging are strictly one batch after another.
+        """
+        ahead: tuple[list[MqttMessage], asyncio.Task[Prepared | None]] | None = None
+        try:
+            while True:
+                if ahead is not None:
+                    batch, preparing = ahead
+                    ahead = None
+                    prepared = await preparing
+                else:
+                    taken = await self._take_batch()
+                    if taken is None:
+                        self._drained.set()
+                        return
+                    batch = taken
+                    prepared = await self._prepare(batch)
+                if prepared is not None and not prepared.changes_keys and self._intake:
+                    upcoming = self._take(self.config.batch_size)
+                    ahead = (
+                        upcoming,
+                        asyncio.create_task(self._prepare(upcoming), name="ingest-prepare"),
+                    )
+                await self._send_and_acknowledge(batch, await self._process(batch, prepared))
+        finally:
+            if ahead is not None:
+                ahead[1].cancel()
+
+    async def _send_and_acknowledge(
+        self, batch: Sequence[MqttMessage], outgoing: Sequence[Outgoing]
+    ) -> None:
+        """After the commit: publish what was decided, then acknowledge the batch in order."""
+        await self._send(outgoing)
+        client = self._require_client()
+        for received in batch:
+            client.ack(received)
+        self.processed += len(batch)
+        if self._paused and len(self._intake) <= self.config.intake_limit // 2:
+            self._paused = False
+            if not self._stopping.is_set():
+                client.resume_reading()
+
+    async def _take_batch(self) -> list[MqttMessage] | None:
+        """The next batch, once one has waited ``batch_linger_ms`` to fill; None when stopped."""
+        while not self._intake:
+            if self._stopping.is_set():
+                return None
+            self._arrived.clear()
+            await self._arrived.wait()
+        if len(self._intake) < self.config.batch_size and not self._stopping.is_set():
+            await asyncio.sleep(self.config.batch_linger_ms / 1000)
+        return self._take(self.config.batch_size)
+
+    def _take(self, size: int) -> list[MqttMessage]:
+        return [self._intake.popleft() for _ in range(min(size, len(self._intake)))]
+
+    async def _prepare(self, batch: Sequence[MqttMessage]) -> Prepared | None:
+        """Parse and verify ``batch``; None when that failed (``_process`` starts over)."""
+        try:
+            return await self._require_ingest().prepare(batch)
+        except Exception as exc:  # noqa: BLE001 -- _process retries and reports it, with the batch
+            log.debug("collector.prepare_failed", error=str(exc) or type(exc).__name__)
+            return None
+
+    async def _process(
+        self, batch: Sequence[MqttMessage], prepared: Prepared | None = None
+    ) -> list[Outgoing]:
         """Decide a batch; a store failure retries it (nothing is acked until it commits), and a
         message that breaks the service itself is isolated and kept as a dead letter."""
         ingest = self._require_ingest()
         while True:
             try:
+                if prepared is not None:
+                    # A prepared batch is spent by one attempt: a retry parses and verifies again.
+                    spent, prepared = prepared, None
+                    return await ingest.commit(spent, self.now())
                 return await ingest.process(batch, self.now())
             except _OUTAGES as exc:
                 log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
