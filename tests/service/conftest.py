@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import TYPE_CHECKING
 
@@ -44,11 +45,12 @@ def service_config(
     return ServiceConfig(**settings)  # type: ignore[arg-type]  # keyword names are the fields
 
 
-@pytest.fixture
-async def service(
-    collector_site: Site, mosquitto: MosquittoBroker
+@contextlib.asynccontextmanager
+async def running_service(
+    collector_site: Site, broker: MosquittoBroker, **overrides: object
 ) -> AsyncIterator[CollectorService]:
-    running = CollectorService(service_config(collector_site, mosquitto))
+    """A collector service running in this event loop until the block ends."""
+    running = CollectorService(service_config(collector_site, broker, **overrides))
     task = asyncio.create_task(running.run(), name="collector-under-test")
     await running.wait_ready()
     try:
@@ -57,6 +59,14 @@ async def service(
         running.stop()
         async with asyncio.timeout(20):
             await task
+
+
+@pytest.fixture
+async def service(
+    collector_site: Site, mosquitto: MosquittoBroker
+) -> AsyncIterator[CollectorService]:
+    async with running_service(collector_site, mosquitto) as running:
+        yield running
 
 
 @pytest.fixture

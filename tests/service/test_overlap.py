@@ -6,18 +6,17 @@ prepared while the one before it is decided; these tests pin down what that must
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
-from smartlic.collector.service.service import CollectorService
 from smartlic.protocol import Authorization, ErrorNotice, RegistrationResult
 
-from .conftest import service_config
+from .conftest import running_service
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from smartlic.collector.service.service import CollectorService
     from smartlic.mqtt.broker import MosquittoBroker
 
     from .support import Device, Site
@@ -32,15 +31,8 @@ TAG = "network-advantage"
 async def one_message_batches(
     collector_site: Site, mosquitto: MosquittoBroker
 ) -> AsyncIterator[CollectorService]:
-    running = CollectorService(service_config(collector_site, mosquitto, batch_size=1))
-    task = asyncio.create_task(running.run(), name="collector-under-test")
-    await running.wait_ready()
-    try:
+    async with running_service(collector_site, mosquitto, batch_size=1) as running:
         yield running
-    finally:
-        running.stop()
-        async with asyncio.timeout(20):
-            await task
 
 
 async def test_reports_sent_back_to_back_are_answered_in_order_and_counted_once(
