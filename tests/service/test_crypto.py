@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import secrets
@@ -216,5 +217,27 @@ async def test_a_hung_worker_is_replaced_after_the_job_timeout() -> None:
             (entry["event"], entry["error"]) for entry in logs if entry["log_level"] == "warning"
         ]
         assert [pid] != pool.pids
+    finally:
+        await pool.close()
+
+
+async def test_a_job_cancelled_half_way_leaves_no_answer_for_the_next_one() -> None:
+    """The worker of a cancelled job is replaced: its late answer must not be read as another's."""
+    pool = CryptoPool(1)
+    try:
+        await pool.seal(COLLECTOR, [_notice(1)])
+        abandoned = asyncio.create_task(pool.seal(COLLECTOR, [_notice(n) for n in range(1, 400)]))
+        await asyncio.sleep(0.005)
+        abandoned.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await abandoned
+        wanted = [_notice(n) for n in (7, 8)]
+
+        sealed = await pool.seal(COLLECTOR, wanted)
+
+        opened = [open_message(data) for data in sealed]
+        for message in opened:
+            message.verify(COLLECTOR.public)
+        assert wanted == [message.message for message in opened]
     finally:
         await pool.close()

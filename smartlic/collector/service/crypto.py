@@ -102,9 +102,15 @@ class _Worker:
                         error=str(exc) or type(exc).__name__,
                     )
                     if isinstance(exc, TimeoutError):
-                        process.kill()  # hung: it would not notice its stdin closing
+                        _kill(process)  # hung: it would not notice its stdin closing
                     await self._stop(process)
                     self._process = None
+                except BaseException:
+                    # Cancelled, or the job refused: the pipe may hold half a request or an
+                    # answer nobody read, which the next job would take for its own. The
+                    # worker goes; the next call finds it gone and starts another.
+                    _kill(process)
+                    raise
             raise CryptoUnavailable(f"crypto worker {self.index} failed twice in a row")
 
     @staticmethod
@@ -130,7 +136,7 @@ class _Worker:
             async with asyncio.timeout(_STOP_TIMEOUT):
                 await process.wait()
         except TimeoutError:
-            process.kill()
+            _kill(process)
             await process.wait()
 
     async def close(self) -> None:
@@ -138,6 +144,11 @@ class _Worker:
             if self._process is not None:
                 await self._stop(self._process)
                 self._process = None
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
 
 
 class CryptoPool:
