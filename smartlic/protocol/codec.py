@@ -243,7 +243,6 @@ class _Plan:
     looked up once. Keys 0..23 encode as one byte each, so ascending keys are already the
     bytewise order RFC 8949 §4.2.1 asks for and an encoded payload needs no sorting."""
 
-    message_type: MessageType
     cls: type[Message]
     name: str
     fields: tuple[
@@ -257,7 +256,6 @@ def _plan(message_type: MessageType) -> _Plan:
     cls, layout = LAYOUTS[message_type]
     ordered = sorted(layout, key=lambda spec: int(spec.key))
     return _Plan(
-        message_type=message_type,
         cls=cls,
         name=message_type.name.lower(),
         fields=tuple(

@@ -153,10 +153,9 @@ def _kill(process: asyncio.subprocess.Process) -> None:
 
 class CryptoPool:
     def __init__(self, workers: int, *, job_timeout: float = JOB_TIMEOUT) -> None:
-        self.workers = max(0, workers)
         self._signer = Signer()
-        """For ``workers=0``: the same code the workers run, here."""
-        self._pool = [_Worker(index, job_timeout) for index in range(self.workers)]
+        """For ``workers=0``: verifies here with the same code the workers run."""
+        self._pool = [_Worker(index, job_timeout) for index in range(max(0, workers))]
         self._next = 0
         self._pem: tuple[SigningKey, bytes] | None = None
         """The signing key as the workers load it, made once per key."""
