@@ -59,6 +59,14 @@ def test_an_unmet_expectation_fails_the_run() -> None:
     assert ["expected: Engineering goes out of compliance"] == failed.failures()
 
 
+def test_an_unmet_expectation_names_its_detail() -> None:
+    """A failed run says what it saw, not only what it expected (e.g. the devices' states)."""
+    failed = report(
+        expectations=[Expectation("3 joined are authorized", met=False, detail="{'NEW': 1}")]
+    )
+    assert ["expected: 3 joined are authorized ({'NEW': 1})"] == failed.failures()
+
+
 def test_the_json_report_carries_the_issues_keys_at_the_top() -> None:
     data = report().as_json()
     assert (2, 4, 4, 0, 0, 0, 0, 8.0, 2.0, {"AUTHORIZED": 2}) == (
