@@ -8,7 +8,7 @@ Type checks use ``type(x) is int`` on purpose: ``True`` is an ``int`` in Python,
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
 
 import cbor2
 
@@ -16,6 +16,9 @@ from smartlic.protocol.errors import ErrorCode, LocalProtocolError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 UINT64_MAX: Final = 2**64 - 1
 SEQ_MAX: Final = 2**63 - 1
@@ -85,15 +88,41 @@ def license_tag(value: object) -> str:
     return value
 
 
+class FrozenMap(dict[_K, _V]):
+    """A read-only, hashable dict: the maps inside messages (tags, counts).
+
+    Not ``cbor2.FrozenDict``: that is a ``collections.abc.Mapping`` written in Python, whose
+    ``items()`` cost 1.4 µs against a dict's 0.2 and ``get`` 0.6 µs against 0.08, and the
+    collector reads a message's maps several times per report. Being a dict, it encodes to
+    CBOR and JSON as a map and equals the plain dict it was made from.
+    """
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]  # dict sets __hash__ = None; this one is frozen
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[type[FrozenMap[_K, _V]], tuple[dict[_K, _V]]]:
+        # pickle and copy would otherwise refill the copy through the refused __setitem__.
+        return (type(self), (dict(self),))
+
+    def _read_only(self, *_: object, **__: object) -> NoReturn:
+        raise TypeError(f"a message's {type(self).__name__} cannot be changed")
+
+    __setitem__ = __delitem__ = _read_only
+    clear = pop = popitem = setdefault = update = __ior__ = _read_only
+
+
 def tag_map(
     name: str, value: object, check: Callable[[str, object], object]
 ) -> Mapping[str, object]:
     """A map of license tag to ``check(tag, item)``, frozen; at most :data:`MAX_TAGS` entries."""
-    if not isinstance(value, dict | cbor2.FrozenDict):
+    # isinstance of the ABC-derived FrozenDict costs 0.3 µs; dicts (most maps) skip it.
+    if not (isinstance(value, dict) or isinstance(value, cbor2.FrozenDict)):  # noqa: SIM101 -- the order is the point
         raise fail(ErrorCode.WRONG_TYPE, f"{name} must be a map of license tag to value")
     if len(value) > MAX_TAGS:
         raise fail(ErrorCode.OUT_OF_RANGE, f"{name} has {len(value)} tags; at most {MAX_TAGS}")
-    return cbor2.FrozenDict({license_tag(tag): check(tag, item) for tag, item in value.items()})
+    return FrozenMap({license_tag(tag): check(tag, item) for tag, item in value.items()})
 
 
 def name(field: str, value: object) -> str:

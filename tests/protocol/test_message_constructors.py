@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 from typing import TYPE_CHECKING, Any
 
+import cbor2
 import pytest
 from protocol_strategies import COLLECTOR_ED25519, DEVICE_ED25519, DEVICE_P256, three_tag_report
 from smartlic.protocol import (
@@ -24,6 +27,7 @@ from smartlic.protocol import (
     Udi,
     UsageReport,
 )
+from smartlic.protocol.fields import FrozenMap
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -228,6 +232,50 @@ def test_report_counts_are_frozen_too() -> None:
     assert {"net": 1} == dict(report.counts)
     with pytest.raises(TypeError):
         report.counts["net"] = 2  # type: ignore[index]  # the point of the test
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda m: m.__setitem__("net", 2), id="setitem"),
+        pytest.param(lambda m: m.__delitem__("net"), id="delitem"),
+        pytest.param(lambda m: m.clear(), id="clear"),
+        pytest.param(lambda m: m.pop("net"), id="pop"),
+        pytest.param(lambda m: m.popitem(), id="popitem"),
+        pytest.param(lambda m: m.setdefault("other", 1), id="setdefault"),
+        pytest.param(lambda m: m.update(other=1), id="update"),
+        pytest.param(lambda m: m.__ior__({"other": 1}), id="ior"),
+    ],
+)
+def test_a_message_map_refuses_every_change(change: Callable[[Any], object]) -> None:
+    """Every way a dict can change is refused, and the map stays as it was built."""
+    counts = _report(counts={"net": 1}).counts
+
+    with pytest.raises(TypeError):
+        change(counts)
+    assert {"net": 1} == counts
+
+
+def test_a_message_map_is_hashable_like_the_message() -> None:
+    """Frozen messages hash; so must their maps (equal maps, equal hashes)."""
+    assert hash(_report(counts={"net": 1, "dna": 2})) == hash(_report(counts={"dna": 2, "net": 1}))
+
+
+def test_a_message_map_survives_copy_and_pickle() -> None:
+    """Copies are rebuilt whole, not refilled through the refused __setitem__."""
+    counts = _report(counts={"net": 1}).counts
+
+    assert [counts, counts, counts] == [
+        copy.copy(counts),
+        copy.deepcopy(counts),
+        pickle.loads(pickle.dumps(counts)),  # noqa: S301 -- our own bytes, just made
+    ]
+    assert FrozenMap is type(copy.deepcopy(counts))
+
+
+def test_a_message_map_encodes_like_the_dict_it_was_made_from() -> None:
+    """As CBOR it is a plain map: the wire cannot tell it from a dict."""
+    assert cbor2.dumps({"dna": 2, "net": 1}) == cbor2.dumps(FrozenMap({"dna": 2, "net": 1}))
 
 
 def test_tag_compliance_derives_shortfall_and_status() -> None:
