@@ -67,11 +67,7 @@ class RunReport:
             found.append(f"{verdict.stale_usage} device(s) with stale committed usage")
         if self.hostile_accepted:
             found.append(f"{self.hostile_accepted} hostile message(s) accepted")
-        found += [
-            f"expected: {e.what}{f' ({e.detail})' if e.detail else ''}"
-            for e in self.expectations
-            if not e.met
-        ]
+        found += [f"expected: {e}" for e in self.expectations if not e.met]
         return found
 
     @property

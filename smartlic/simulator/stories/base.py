@@ -64,6 +64,10 @@ class Expectation:
     met: bool
     detail: str = ""
 
+    def __str__(self) -> str:
+        """What was expected, and what was seen when there is something to say."""
+        return f"{self.what} ({self.detail})" if self.detail else self.what
+
 
 @dataclass(slots=True, kw_only=True)
 class Run:
@@ -89,9 +93,10 @@ class Run:
     """Devices whose usage the background changes leave alone (on their way out)."""
 
     def expect(self, what: str, met: bool, detail: str = "") -> bool:  # noqa: FBT001 -- reads as a sentence
-        self.expectations.append(Expectation(what, met, detail))
+        expectation = Expectation(what, met, detail)
+        self.expectations.append(expectation)
         if not met:
-            self.narrator.line(f"expectation failed: {what}{f' ({detail})' if detail else ''}")
+            self.narrator.line(f"expectation failed: {expectation}")
         return met
 
     def registered(self, devices: Iterable[VirtualDevice] | None = None) -> list[VirtualDevice]:
