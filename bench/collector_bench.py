@@ -469,7 +469,7 @@ def main() -> int:
                         [
                             *(shutil.which("py-spy") or "py-spy",),
                             *("record", "-p", str(collector.pid), "-o", str(args.py_spy)),
-                            *("-f", "raw", "-r", "500", "--threads"),
+                            *("-f", "raw", "-r", "200", "--threads", "--nonblocking"),
                         ]
                     )
                     time.sleep(1)
