@@ -174,3 +174,77 @@ async def test_a_nested_transaction_is_an_error_not_a_hang(tmp_path: Path) -> No
                     pass
     finally:
         await store.close()
+
+
+async def _versions(store: Store, *, write: bool = True) -> tuple[object, object]:
+    async with store.write() if write else store.read() as tx:
+        versions = await tx.versions()
+    return versions.start, versions.end
+
+
+async def test_after_a_write_nothing_else_committed_the_next_transaction_starts_where_it_ended(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    try:
+        _, end = await _versions(store)
+        start, _ = await _versions(store)
+    finally:
+        await store.close()
+    assert end == start
+
+
+async def test_a_read_leaves_the_version_it_found(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    try:
+        _, end = await _versions(store)
+        start, read_end = await _versions(store, write=False)
+        later, _ = await _versions(store)
+    finally:
+        await store.close()
+    assert (end, end, end) == (start, read_end, later)
+
+
+async def test_a_commit_by_another_connection_changes_the_version(tmp_path: Path) -> None:
+    """The CLI or a second collector writing to the same file: what we kept may be stale."""
+    store = await open_store(tmp_path / "c.db", create=True)
+    other = await open_store(tmp_path / "c.db")
+    try:
+        _, end = await _versions(store)
+        async with other.write() as tx:
+            await tx.execute("INSERT INTO users (email, created_at) VALUES ('a@b.c', 0)")
+        start, _ = await _versions(store)
+    finally:
+        await other.close()
+        await store.close()
+    assert end != start
+
+
+async def test_another_write_of_the_same_store_changes_the_version(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    try:
+        _, end = await _versions(store)
+        async with store.write() as tx:
+            await tx.execute("INSERT INTO users (email, created_at) VALUES ('a@b.c', 0)")
+        start, _ = await _versions(store)
+    finally:
+        await store.close()
+    assert end != start
+
+
+async def test_a_write_that_rolls_back_leaves_a_version_nothing_matches(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    ended: list[object] = []
+
+    async def versions_then_crash() -> None:
+        async with store.write() as tx:
+            ended.append((await tx.versions()).end)
+            raise RuntimeError("crash")
+
+    try:
+        with pytest.raises(RuntimeError, match="crash"):
+            await versions_then_crash()
+        start, _ = await _versions(store)
+    finally:
+        await store.close()
+    assert ended != [start]

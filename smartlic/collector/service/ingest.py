@@ -57,6 +57,7 @@ from smartlic.collector.service.intake import Parsed, parse
 from smartlic.collector.service.notices import ErrorRequest, NoticeRequest, number_notices
 from smartlic.collector.service.outbox import Outgoing, queue_pushes
 from smartlic.collector.service.pushes import pushes_for_flips
+from smartlic.collector.service.records import DeviceRecords
 from smartlic.protocol import (
     CollectorMessage,
     DeregistrationRequest,
@@ -137,6 +138,7 @@ class Ingest:
         self.store = store
         self.crypto = crypto
         self.settings = settings
+        self.device_records = DeviceRecords()
         self._keys: dict[str, VerifyingKey] = {}
         """Devices' registered keys, so verifying needs no database round trip. A key only
         changes by a registration; ``_decide`` compares with the stored key and forgets a
@@ -173,7 +175,11 @@ class Ingest:
     async def commit(self, prepared: Prepared, now: int) -> list[Outgoing]:
         """Step 3: decide a prepared batch in one write transaction (once: it is spent)."""
         async with self.store.write() as tx:
-            return await self._decide(tx, prepared.items, now)
+            outgoing, batch = await self._decide(tx, prepared.items, now)
+        self.device_records.committed(
+            batch.records, changed=[record.device_id for _, record, _ in batch.results]
+        )
+        return outgoing
 
     async def _verify(self, items: list[Parsed]) -> None:
         missing = {
@@ -215,9 +221,11 @@ class Ingest:
                 refusal = refuse_unverified(problem, device_known=True)
                 item.refuse(refusal.code, refusal.reason, answer=refusal.answer)
 
-    async def _decide(self, tx: Transaction, items: list[Parsed], now: int) -> list[Outgoing]:
+    async def _decide(
+        self, tx: Transaction, items: list[Parsed], now: int
+    ) -> tuple[list[Outgoing], _Batch]:
         ids = {item.device_id for item in items if item.device_id}
-        batch = _Batch(items=items, now=now, records=await find_devices(tx, ids) if ids else {})
+        batch = _Batch(items=items, now=now, records=await self.device_records.current(tx, ids))
         for item in items:
             opened = item.opened
             if opened is not None:
@@ -233,7 +241,7 @@ class Ingest:
             if item.refusal is not None:
                 self._answer_refusal(batch, item)
         await self._flush(tx, batch)
-        return await self._finish(tx, batch)
+        return await self._finish(tx, batch), batch
 
     def _answer_refusal(self, batch: _Batch, item: Parsed) -> None:
         refusal = item.refusal

@@ -15,6 +15,7 @@ from smartlic.collector.store.backend import (
     Store,
     StoreError,
     Transaction,
+    Versions,
 )
 from smartlic.collector.store.sqlite import SqliteStore
 
@@ -29,6 +30,7 @@ __all__ = [
     "Store",
     "StoreError",
     "Transaction",
+    "Versions",
     "open_store",
 ]
 

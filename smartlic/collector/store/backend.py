@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Hashable, Iterable, Sequence
     from contextlib import AbstractAsyncContextManager
 
 Row: TypeAlias = dict[str, Any]
@@ -57,6 +57,22 @@ class Dialect:
         return ddl.replace("{id}", self.id_column).replace("{bytes}", self.bytes_type)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Versions:
+    """Versions of the database, so that a process may keep what it read between transactions.
+
+    A later transaction's :attr:`start` equals an earlier one's :attr:`end` exactly when the
+    earlier one committed and no other transaction committed in between — of this store or of
+    any other connection to the database. While that holds, what the process made of the
+    database in the earlier transaction is still the database's truth.
+    """
+
+    start: Hashable
+    """The version this transaction sees."""
+    end: Hashable
+    """The version it leaves if it commits (a write that rolls back leaves :attr:`start`)."""
+
+
 class Transaction(abc.ABC):
     """One open transaction: statements run in order, all committed together or none."""
 
@@ -71,6 +87,10 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         """Run a query (or a statement with ``RETURNING``); every row."""
+
+    @abc.abstractmethod
+    async def versions(self) -> Versions:
+        """Where this transaction stands in the database's history (one round trip)."""
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         """The first row of a query, or ``None``."""

@@ -27,6 +27,7 @@ from smartlic.collector.store.backend import (
     Store,
     StoreError,
     Transaction,
+    Versions,
 )
 from smartlic.collector.store.migrations import LATEST_VERSION, MIGRATIONS
 
@@ -62,9 +63,19 @@ def _translated(path: Path) -> Iterator[None]:
 
 
 class _SqliteTransaction(Transaction):
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self._conn = conn
-        self._path = path
+    def __init__(self, store: SqliteStore, *, writes: bool) -> None:
+        self._store = store
+        self._conn = store.conn
+        self._path = store.path
+        self._writes = writes
+
+    async def versions(self) -> Versions:
+        # PRAGMA data_version changes when another connection commits, never for this
+        # connection's own commits (https://www.sqlite.org/pragma.html#pragma_data_version):
+        # the store counts those.
+        rows = await self.fetch_all("PRAGMA data_version")
+        others, own = int(rows[0]["data_version"]), self._store.commits
+        return Versions(start=(others, own), end=(others, own + int(self._writes)))
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         with _translated(self._path):
@@ -87,6 +98,8 @@ class SqliteStore(Store):
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self.commits = 0
+        """Write transactions this store has committed (see :meth:`Transaction.versions`)."""
         self._turn = asyncio.Lock()
         self._holder: asyncio.Task[object] | None = None
 
@@ -156,8 +169,12 @@ class SqliteStore(Store):
             row = await tx.fetch_one("SELECT MAX(version) AS version FROM schema_migrations")
             return int(row["version"]) if row and row["version"] is not None else 0
 
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        return self._conn
+
     @contextlib.asynccontextmanager
-    async def _transaction(self, begin: str) -> AsyncIterator[Transaction]:
+    async def _transaction(self, begin: str, *, writes: bool) -> AsyncIterator[Transaction]:
         if self._holder is not None and self._holder is asyncio.current_task():
             # Waiting for our own lock would hang forever; say what went wrong instead.
             message = "a transaction is already open in this task; transactions do not nest"
@@ -167,9 +184,10 @@ class SqliteStore(Store):
             try:
                 with _translated(self.path):
                     await self._conn.execute(begin)
-                yield _SqliteTransaction(self._conn, self.path)
+                yield _SqliteTransaction(self, writes=writes)
                 with _translated(self.path):
                     await self._conn.execute("COMMIT")
+                self.commits += int(writes)
             except BaseException:
                 # Some errors (a full disk, an interrupt) make SQLite roll back by itself.
                 if self._conn.in_transaction:
@@ -180,10 +198,10 @@ class SqliteStore(Store):
                 self._holder = None
 
     def write(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
-        return self._transaction("BEGIN IMMEDIATE")
+        return self._transaction("BEGIN IMMEDIATE", writes=True)
 
     def read(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
-        return self._transaction("BEGIN")
+        return self._transaction("BEGIN", writes=False)
 
     async def close(self) -> None:
         await self._conn.close()
