@@ -43,6 +43,10 @@ class PacketType(IntEnum):
     AUTH = 15
 
 
+_TYPES: Final = (None, *PacketType)
+"""``PacketType`` by its number (0 is reserved): a tuple index, not an enum call per packet."""
+
+
 class MalformedPacket(Exception):  # noqa: N818 -- the MQTT 5 reason code's own name (0x81)
     """The broker sent bytes that are not a valid packet: the connection must be closed."""
 
@@ -217,15 +221,15 @@ class PacketReader:
             if header is None:
                 break
             length, pos = header
-            kind = buffer[start] >> 4
-            if kind == 0:
+            kind = _TYPES[buffer[start] >> 4]
+            if kind is None:
                 raise MalformedPacket("packet type 0 is reserved")
             keep = min(length, self._max_size)
             if end - pos < keep:
                 break
             packets.append(
                 Packet(
-                    PacketType(kind),
+                    kind,
                     buffer[start] & 0x0F,
                     bytes(buffer[pos : pos + keep]),
                     truncated=keep < length,
