@@ -37,7 +37,7 @@ def kept_records_hold(kept_at: Hashable | None, version: Hashable) -> bool:
     They do while nothing committed since that batch: the version its transaction left is
     the one the store is at now.
     """
-    return kept_at is not None and kept_at == version
+    return kept_at == version
 
 
 class DeviceRecords:
@@ -49,7 +49,7 @@ class DeviceRecords:
         self._kept_at: Hashable | None = None
         self._pending: Hashable | None = None
         self.loaded = 0
-        """Records read from the store (for tests and the benchmark)."""
+        """Records read from the store so far (the tests read it)."""
 
     async def current(
         self, tx: Transaction, device_ids: Collection[str]
@@ -72,8 +72,6 @@ class DeviceRecords:
     def committed(self, records: Mapping[str, DeviceRecord], *, changed: Iterable[str]) -> None:
         """The batch that called :meth:`current` committed, ending with ``records``; the
         devices in ``changed`` were registered or deregistered by it."""
-        if self._pending is None:
-            return
         if len(self._kept) + len(records) > self._limit:
             self._kept.clear()
         self._kept.update(records)
