@@ -359,6 +359,14 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return found
 
 
+def machine_cpu() -> tuple[float, float]:
+    """Busy and idle CPU seconds of the whole machine so far, all cores (``/proc/stat``)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / tick, idle / tick
+
+
 def cpu_seconds_of(stat: Path) -> float:
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -367,6 +375,7 @@ def cpu_seconds_of(stat: Path) -> float:
 def run_phase(
     port: int,
     collector: subprocess.Popen[bytes],
+    broker_pid: int,
     messages: list[tuple[str, bytes, int]],
     rate: float,
     *,
@@ -382,6 +391,8 @@ def run_phase(
     ready.wait(10)
     cpu_before = cpu_seconds(collector.pid)
     threads_before = thread_cpu(collector.pid)
+    broker_before = cpu_seconds(broker_pid)
+    machine_before = machine_cpu()
     pub = ctx.Process(target=publisher, args=(port, messages, rate, sent_q), kwargs={"v5": v5})
     pub.start()
     sent = sent_q.get()
@@ -390,6 +401,9 @@ def run_phase(
     sub.join()
     cpu = cpu_seconds(collector.pid) - cpu_before
     threads_after = thread_cpu(collector.pid)
+    broker_cpu = cpu_seconds(broker_pid) - broker_before
+    (busy_after, idle_after), (busy_before, idle_before) = machine_cpu(), machine_before
+    busy, idle = busy_after - busy_before, idle_after - idle_before
     first_sent = {(device, seq): at for device, seq, at in sent}
     latencies = []
     for payload, at in got:
@@ -421,6 +435,10 @@ def run_phase(
             for name in threads_after
             if threads_after[name] - threads_before.get(name, 0.0) > 0
         },
+        "broker_cpu_us_per_report": broker_cpu / max(1, len(latencies)) * 1e6,
+        # From the first report published to the last notice received, plus the processes'
+        # start and end: the share of the machine's cores that sat idle meanwhile.
+        "machine_idle_share": idle / max(1e-9, busy + idle),
         "latency_ms": {
             "p50": pct(50),
             "p95": pct(95),
@@ -481,6 +499,8 @@ def main() -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
+            broker_pid = broker.pid
+            assert broker_pid is not None  # noqa: S101 -- the context manager started it
             try:
                 time.sleep(1.5)
                 profiler = None
@@ -494,12 +514,17 @@ def main() -> int:
                         ]
                     )
                     time.sleep(1)
-                drain = run_phase(broker.port, collector, drain_set, rate=0, v5=v5)
+                drain = run_phase(broker.port, collector, broker_pid, drain_set, rate=0, v5=v5)
                 if profiler:
                     profiler.send_signal(signal.SIGINT)
                     profiler.wait()
                 paced = run_phase(
-                    broker.port, collector, paced_set, rate=drain["reports_per_s"] / 2, v5=v5
+                    broker.port,
+                    collector,
+                    broker_pid,
+                    paced_set,
+                    rate=drain["reports_per_s"] / 2,
+                    v5=v5,
                 )
             finally:
                 collector.terminate()
@@ -539,6 +564,10 @@ def main() -> int:
         ),
         "        collector CPU by thread (µs/report): "
         + ", ".join(f"{name} {us:.0f}" for name, us in threads),
+        (
+            f"        broker CPU {drain['broker_cpu_us_per_report']:.0f} µs/report;"
+            f" machine idle {drain['machine_idle_share']:.0%} of both cores during the drain"
+        ),
         (
             f"paced   {paced['answered']:>6} reports at {paced['reports'] / paced['seconds']:.0f}/s"
             f" offered: p50 {paced_latency['p50']:.1f} ms  p95 {paced_latency['p95']:.1f} ms"
