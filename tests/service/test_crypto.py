@@ -241,3 +241,27 @@ async def test_a_job_cancelled_half_way_leaves_no_answer_for_the_next_one() -> N
         assert wanted == [message.message for message in opened]
     finally:
         await pool.close()
+
+
+async def test_an_answer_left_unread_by_a_cancelled_job_is_not_taken_by_the_next() -> None:
+    """The worker had answered when its job was cancelled: the next job gets its own answer."""
+    pool = CryptoPool(1)
+    try:
+        await pool.seal(COLLECTOR, [_notice(1)])
+        abandoned = asyncio.create_task(pool.seal(COLLECTOR, [_notice(2)]))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the request reaches the worker
+        time.sleep(0.2)  # noqa: ASYNC251 -- the loop must not read the worker's answer yet
+        abandoned.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await abandoned
+
+        wanted = _notice(3)
+
+        (sealed,) = await pool.seal(COLLECTOR, [wanted])
+
+        opened = open_message(sealed)
+        opened.verify(COLLECTOR.public)
+        assert wanted == opened.message
+    finally:
+        await pool.close()

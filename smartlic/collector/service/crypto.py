@@ -60,6 +60,8 @@ class _Worker:
         self.index = index
         self._job_timeout = job_timeout
         self._process: asyncio.subprocess.Process | None = None
+        self._killed: asyncio.subprocess.Process | None = None
+        """A worker killed under a cancelled job, reaped before the next job starts another."""
         self._lock = asyncio.Lock()
 
     @property
@@ -80,6 +82,7 @@ class _Worker:
 
     async def call(self, request: bytes) -> Any:  # noqa: ANN401 -- the worker's decoded answer
         async with self._lock:
+            await self._reap()
             for attempt in (1, 2):
                 process = self._process
                 if process is not None and process.returncode is not None:
@@ -108,8 +111,11 @@ class _Worker:
                 except BaseException:
                     # Cancelled, or the job refused: the pipe may hold half a request or an
                     # answer nobody read, which the next job would take for its own. The
-                    # worker goes; the next call finds it gone and starts another.
+                    # worker goes, and the next call starts another: until the killed one
+                    # is reaped its returncode stays None, so it cannot be told from a
+                    # live one, and its pipe may still hold that answer.
                     _kill(process)
+                    self._process, self._killed = None, process
                     raise
             raise CryptoUnavailable(f"crypto worker {self.index} failed twice in a row")
 
@@ -139,8 +145,14 @@ class _Worker:
             _kill(process)
             await process.wait()
 
+    async def _reap(self) -> None:
+        if self._killed is not None:
+            await self._killed.wait()
+            self._killed = None
+
     async def close(self) -> None:
         async with self._lock:
+            await self._reap()
             if self._process is not None:
                 await self._stop(self._process)
                 self._process = None
