@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -75,6 +76,8 @@ from smartlic.protocol import (
     open_message,
     seal,
 )
+
+from procstat import RunnableSampler, cpu_seconds, machine_cpu, thread_cpu
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -319,59 +322,6 @@ def subscriber(
     out.put(got)
 
 
-def children(pid: int) -> list[int]:
-    """The live child processes of ``pid`` (the collector's crypto workers)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found.extend(int(child) for child in (task / "children").read_text().split())
-        except OSError:
-            continue
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds of process ``pid`` and its child processes: everything the collector costs."""
-    total = cpu_seconds_of(Path(f"/proc/{pid}/stat"))
-    for child in children(pid):
-        try:
-            total += cpu_seconds_of(Path(f"/proc/{child}/stat"))
-        except OSError:
-            continue
-    return total
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name of process ``pid``, and per child process."""
-    found: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        # Python does not name OS threads: the event loop is the main thread (tid == pid).
-        name = "event loop" if task.name == str(pid) else f"thread {task.name}"
-        try:
-            found[name] = cpu_seconds_of(task / "stat")
-        except OSError:
-            continue
-    for child in children(pid):
-        try:
-            found[f"worker process {child}"] = cpu_seconds_of(Path(f"/proc/{child}/stat"))
-        except OSError:
-            continue
-    return found
-
-
-def machine_cpu() -> tuple[float, float]:
-    """Busy and idle CPU seconds of the whole machine so far, all cores (``/proc/stat``)."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / tick, idle / tick
-
-
-def cpu_seconds_of(stat: Path) -> float:
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_phase(
     port: int,
     collector: subprocess.Popen[bytes],
@@ -380,6 +330,7 @@ def run_phase(
     rate: float,
     *,
     v5: bool,
+    runnable: bool = False,
 ) -> dict[str, Any]:
     ctx = multiprocessing.get_context("fork")
     ready, sent_q, got_q = ctx.Event(), ctx.Queue(), ctx.Queue()
@@ -394,9 +345,11 @@ def run_phase(
     broker_before = cpu_seconds(broker_pid)
     machine_before = machine_cpu()
     pub = ctx.Process(target=publisher, args=(port, messages, rate, sent_q), kwargs={"v5": v5})
-    pub.start()
-    sent = sent_q.get()
-    got = got_q.get()
+    sampler = RunnableSampler({"collector": collector.pid, "broker": broker_pid})
+    with sampler if runnable else contextlib.nullcontext():
+        pub.start()
+        sent = sent_q.get()
+        got = got_q.get()
     pub.join()
     sub.join()
     cpu = cpu_seconds(collector.pid) - cpu_before
@@ -435,6 +388,7 @@ def run_phase(
             for name in threads_after
             if threads_after[name] - threads_before.get(name, 0.0) > 0
         },
+        "runnable": sampler.summary() if runnable else None,
         "broker_cpu_us_per_report": broker_cpu / max(1, len(latencies)) * 1e6,
         # From the first report published to the last notice received, plus the processes'
         # start and end: the share of the machine's cores that sat idle meanwhile.
@@ -448,7 +402,7 @@ def run_phase(
     }
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=2000)
     parser.add_argument(
@@ -459,7 +413,16 @@ def main() -> int:
     parser.add_argument("--mqtt-protocol", choices=("5", "3.1.1"), default="5")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--py-spy", type=Path, help="write a py-spy profile of the drain here")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--runnable",
+        action="store_true",
+        help="sample which of the collector's threads are runnable during the drain",
+    )
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
 
     v5 = args.mqtt_protocol == "5"
     # The bare cost is measured before and after the run, with the collector stopped, and
@@ -514,7 +477,15 @@ def main() -> int:
                         ]
                     )
                     time.sleep(1)
-                drain = run_phase(broker.port, collector, broker_pid, drain_set, rate=0, v5=v5)
+                drain = run_phase(
+                    broker.port,
+                    collector,
+                    broker_pid,
+                    drain_set,
+                    rate=0,
+                    v5=v5,
+                    runnable=args.runnable,
+                )
                 if profiler:
                     profiler.send_signal(signal.SIGINT)
                     profiler.wait()
@@ -568,6 +539,7 @@ def main() -> int:
             f"        broker CPU {drain['broker_cpu_us_per_report']:.0f} µs/report;"
             f" machine idle {drain['machine_idle_share']:.0%} of both cores during the drain"
         ),
+        *([f"        {drain['runnable']}"] if drain["runnable"] else []),
         (
             f"paced   {paced['answered']:>6} reports at {paced['reports'] / paced['seconds']:.0f}/s"
             f" offered: p50 {paced_latency['p50']:.1f} ms  p95 {paced_latency['p95']:.1f} ms"
