@@ -146,9 +146,13 @@ class _Worker:
             await process.wait()
 
     async def _reap(self) -> None:
-        if self._killed is not None:
-            await self._killed.wait()
-            self._killed = None
+        killed, self._killed = self._killed, None
+        if killed is not None:
+            # SIGKILL ends a process unless it is stuck in the kernel; then it is left behind
+            # rather than holding up the service.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STOP_TIMEOUT):
+                    await killed.wait()
 
     async def close(self) -> None:
         async with self._lock:
