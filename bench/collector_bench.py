@@ -345,8 +345,10 @@ def run_phase(
     broker_before = cpu_seconds(broker_pid)
     machine_before = machine_cpu()
     pub = ctx.Process(target=publisher, args=(port, messages, rate, sent_q), kwargs={"v5": v5})
-    sampler = RunnableSampler({"collector": collector.pid, "broker": broker_pid})
-    with sampler if runnable else contextlib.nullcontext():
+    sampler = (
+        RunnableSampler({"collector": collector.pid, "broker": broker_pid}) if runnable else None
+    )
+    with sampler or contextlib.nullcontext():
         pub.start()
         sent = sent_q.get()
         got = got_q.get()
@@ -388,7 +390,7 @@ def run_phase(
             for name in threads_after
             if threads_after[name] - threads_before.get(name, 0.0) > 0
         },
-        "runnable": sampler.summary() if runnable else None,
+        "runnable": sampler.summary() if sampler else None,
         "broker_cpu_us_per_report": broker_cpu / max(1, len(latencies)) * 1e6,
         # From the first report published to the last notice received, plus the processes'
         # start and end: the share of the machine's cores that sat idle meanwhile.
