@@ -4,6 +4,14 @@ Keys are made from caller-supplied random bytes (:meth:`SigningKey.from_seed`) s
 never reaches for the OS's randomness itself. ECDSA signing still draws a nonce inside OpenSSL;
 that is the one place randomness is not passed in, and it is the library's job to get it right.
 
+Ed25519 signatures are made and checked with libsodium (PyNaCl), which does both in about
+0.6x the CPU of OpenSSL's (measured: verify 73 against 124-140 µs, sign 27 against 40 µs) and
+which, unlike OpenSSL, refuses small-order public keys and R points and non-canonical
+encodings (the "strict" rules of RFC 8032 §5.1.7 read as libsodium does): a key nobody could
+hold a secret for never verifies anything. Ed25519 is deterministic (RFC 8032 §5.1.6), so the
+signatures are the same bytes either library makes. ``cryptography`` still parses, serialises
+and fingerprints every key, and does all of P-256.
+
 A key's *fingerprint* is the SHA-256 of its SubjectPublicKeyInfo (the same thing SSH, TLS
 pinning and ``openssl pkey -pubout`` hash), and its COSE ``kid`` is the first 8 bytes of that.
 """
@@ -22,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+from nacl.exceptions import BadSignatureError
 
 from smartlic.protocol.errors import ErrorCode, LocalProtocolError
 
@@ -30,6 +40,7 @@ FINGERPRINT_BYTES: Final = 32
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _P256_COORD: Final = 32
 _ED25519_BYTES: Final = 32
+_ED25519_SIGNATURE: Final = 64
 
 
 class KeyType(Enum):
@@ -113,19 +124,30 @@ class VerifyingKey:
 
     def verify(self, signature: bytes, data: bytes) -> bool:
         """True when ``signature`` is this key's COSE signature over ``data``."""
+        if self.key_type is KeyType.ED25519:
+            return verify_ed25519(self.raw, signature, data)
+        # RFC 9053 §2.1: an ECDSA signature is r || s, each the curve's size.
+        if len(signature) != 2 * _P256_COORD or not isinstance(self.key, ec.EllipticCurvePublicKey):
+            return False
+        r = int.from_bytes(signature[:_P256_COORD], "big")
+        s = int.from_bytes(signature[_P256_COORD:], "big")
         try:
-            if isinstance(self.key, ed25519.Ed25519PublicKey):
-                self.key.verify(signature, data)
-            else:
-                # RFC 9053 §2.1: an ECDSA signature is r || s, each the curve's size.
-                if len(signature) != 2 * _P256_COORD:
-                    return False
-                r = int.from_bytes(signature[:_P256_COORD], "big")
-                s = int.from_bytes(signature[_P256_COORD:], "big")
-                self.key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+            self.key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
             return False
         return True
+
+
+def verify_ed25519(public: bytes, signature: bytes, data: bytes) -> bool:
+    """Does ``signature`` hold over ``data`` for the raw 32-byte Ed25519 key ``public``."""
+    # libsodium takes the key and signature by pointer without their lengths: check both here.
+    if len(public) != _ED25519_BYTES or len(signature) != _ED25519_SIGNATURE:
+        return False
+    try:
+        crypto_sign_open(signature + data, public)
+    except BadSignatureError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +156,15 @@ class SigningKey:
 
     key: PrivateKey
     public: VerifyingKey = field(init=False, repr=False)
+    _sodium_secret: bytes = field(init=False, repr=False, compare=False)
+    """libsodium's form of an Ed25519 key (seed || public key); empty for P-256."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public", VerifyingKey(self.key.public_key()))
+        secret = b""
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            _, secret = crypto_sign_seed_keypair(self.key.private_bytes_raw())
+        object.__setattr__(self, "_sodium_secret", secret)
 
     @property
     def key_type(self) -> KeyType:
@@ -177,7 +205,7 @@ class SigningKey:
     def sign(self, data: bytes) -> bytes:
         """The COSE signature over ``data``: 64 bytes for either key type."""
         if isinstance(self.key, ed25519.Ed25519PrivateKey):
-            return self.key.sign(data)
+            return crypto_sign(data, self._sodium_secret)[:_ED25519_SIGNATURE]
         der = self.key.sign(data, ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
         return r.to_bytes(_P256_COORD, "big") + s.to_bytes(_P256_COORD, "big")

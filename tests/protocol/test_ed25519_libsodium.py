@@ -1,0 +1,66 @@
+"""Ed25519 through libsodium: the same signatures as OpenSSL, and none of its weak-key forgeries."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given
+from hypothesis import strategies as st
+from smartlic.protocol import KeyType, SigningKey, VerifyingKey
+from smartlic.protocol.keys import verify_ed25519
+
+seeds = st.binary(min_size=32, max_size=32)
+messages = st.binary(max_size=512)
+
+# The neutral element's encoding (y = 1): a point of order 1, so [S]B = R + [k]A holds for
+# R = the same encoding and S = 0 whatever the message (RFC 8032 §5.1.7's equation alone).
+IDENTITY_POINT = bytes([1]) + bytes(31)
+
+
+@given(seed=seeds, message=messages)
+def test_signature_is_the_bytes_openssl_makes(seed: bytes, message: bytes) -> None:
+    """Ed25519 is deterministic (RFC 8032 §5.1.6): either library gives the same 64 bytes."""
+    expected = ed25519.Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+    assert expected == SigningKey.from_seed(KeyType.ED25519, seed).sign(message)
+
+
+@given(seed=seeds, message=messages)
+def test_openssl_signature_verifies(seed: bytes, message: bytes) -> None:
+    signature = ed25519.Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+    key = SigningKey.from_seed(KeyType.ED25519, seed).public
+    assert key.verify(signature, message)
+
+
+@given(seed=seeds, message=messages, flip=st.integers(min_value=0, max_value=64 * 8 - 1))
+def test_any_flipped_signature_bit_fails(seed: bytes, message: bytes, flip: int) -> None:
+    key = SigningKey.from_seed(KeyType.ED25519, seed)
+    signature = bytearray(key.sign(message))
+    signature[flip // 8] ^= 1 << (flip % 8)
+    assert not key.public.verify(bytes(signature), message)
+
+
+def test_identity_key_forgery_that_openssl_accepts_does_not_verify() -> None:
+    """A small-order key lets anyone sign as it; libsodium refuses it where OpenSSL does not."""
+    forgery = IDENTITY_POINT + bytes(32)
+    ed25519.Ed25519PublicKey.from_public_bytes(IDENTITY_POINT).verify(forgery, b"report")
+    key = VerifyingKey.from_raw(KeyType.ED25519, IDENTITY_POINT)
+    assert not key.verify(forgery, b"report")
+
+
+@pytest.mark.parametrize("size", [0, 63, 65, 128])
+def test_signature_of_the_wrong_size_does_not_verify(size: int) -> None:
+    key = SigningKey.from_seed(KeyType.ED25519, bytes(range(32)))
+    signature = (key.sign(b"report") * 2)[:size]
+    assert not key.public.verify(signature, b"report")
+
+
+def test_key_of_the_wrong_size_does_not_verify() -> None:
+    """libsodium reads 32 bytes of key wherever it is pointed: a short one must not get there."""
+    key = SigningKey.from_seed(KeyType.ED25519, bytes(range(32)))
+    assert not verify_ed25519(key.public.raw[:31], key.sign(b"report"), b"report")
+
+
+def test_signing_key_repr_shows_no_secret() -> None:
+    key = SigningKey.from_seed(KeyType.ED25519, bytes(range(32)))
+    assert key._sodium_secret.hex() not in repr(key)
+    assert bytes(range(32)).hex() not in repr(key)
