@@ -6,7 +6,19 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
-from smartlic.protocol import KeyType, SigningKey, VerifyingKey
+from smartlic.protocol import (
+    Algorithm,
+    ErrorCode,
+    KeyType,
+    RegistrationRequest,
+    RegistrationToken,
+    RemoteProtocolError,
+    SigningKey,
+    Udi,
+    VerifyingKey,
+    open_message,
+)
+from smartlic.protocol.envelope import prepare_seal
 from smartlic.protocol.keys import verify_ed25519
 
 seeds = st.binary(min_size=32, max_size=32)
@@ -45,6 +57,26 @@ def test_identity_key_forgery_that_openssl_accepts_does_not_verify() -> None:
     ed25519.Ed25519PublicKey.from_public_bytes(IDENTITY_POINT).verify(forgery, b"report")
     key = VerifyingKey.from_raw(KeyType.ED25519, IDENTITY_POINT)
     assert not key.verify(forgery, b"report")
+
+
+def test_registering_a_small_order_key_fails_proof_of_possession() -> None:
+    """The forgery OpenSSL accepts would let anyone register, then report as, such a device."""
+    weak = VerifyingKey.from_raw(KeyType.ED25519, IDENTITY_POINT)
+    token = RegistrationToken(token_id=b"t" * 8, secret=b"s" * 16, collector_fingerprint=bytes(32))
+    request = RegistrationRequest(
+        udi=Udi(product_id="ISR4331/K9", serial="FOC1"),
+        algorithm=Algorithm.ED25519,
+        public_key=weak.raw,
+        token=str(token),
+        request_id=b"r" * 16,
+        issued_at=10,
+    )
+    forged = prepare_seal(request, weak).finish(IDENTITY_POINT + bytes(32))
+
+    with pytest.raises(RemoteProtocolError) as caught:
+        open_message(forged).verify_proof_of_possession()
+
+    assert ErrorCode.PROOF_OF_POSSESSION == caught.value.code
 
 
 @pytest.mark.parametrize("size", [0, 63, 65, 128])
