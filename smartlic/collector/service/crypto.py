@@ -1,10 +1,11 @@
 """Signature work for the service, in worker processes (see ``crypto_worker``).
 
 The service keeps everything that reads or builds a message (headers, ``kid``, the
-``Sig_structure``, the COSE envelope of each answer); a worker only runs OpenSSL over bytes.
-A batch is split into one chunk per worker, so both cores of a small machine verify while the
-event loop goes on. With ``workers=0`` everything runs in the service's own process, on the
-event loop: the least CPU per message, one core.
+``Sig_structure``, the COSE envelope of each answer); a worker only runs the signature library
+(libsodium for Ed25519, OpenSSL for P-256) over bytes. A batch is split into one chunk per
+worker, so both cores of a small machine verify while the event loop goes on. With
+``workers=0`` everything runs in the service's own process, on the event loop: the least CPU
+per message, one core.
 
 A worker that dies is started again and its chunk sent again (the work is pure, so doing it
 twice changes nothing); if that fails too, :class:`CryptoUnavailable` tells the caller, who

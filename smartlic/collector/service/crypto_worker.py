@@ -1,8 +1,8 @@
 """The signature work of the collector, as pure functions and as a worker process.
 
 Verifying and signing are most of what a report costs the collector, and CPython runs one
-thread of Python at a time: threads that release the GIL inside OpenSSL must take it back for
-every signature, and while the event loop is busy that hand-over costs more CPU than the
+thread of Python at a time: threads that release the GIL inside the C library must take it
+back for every signature, and while the event loop is busy that hand-over costs more CPU than the
 signature (measured here: Ed25519 verify + sign took 173 µs of CPU on an idle interpreter,
 275-375 µs beside one busy Python thread). So the service signs and verifies in processes of
 its own (``python -m smartlic.collector.service.crypto_worker``), each with its own GIL, that
