@@ -6,11 +6,12 @@ that is the one place randomness is not passed in, and it is the library's job t
 
 Ed25519 signatures are made and checked with libsodium (PyNaCl), which does both in about
 0.6x the CPU of OpenSSL's (measured: verify 73 against 124-140 µs, sign 27 against 40 µs) and
-which, unlike OpenSSL, refuses small-order public keys and R points and non-canonical
-encodings (the "strict" rules of RFC 8032 §5.1.7 read as libsodium does): a key nobody could
-hold a secret for never verifies anything. Ed25519 is deterministic (RFC 8032 §5.1.6), so the
-signatures are the same bytes either library makes. ``cryptography`` still parses, serialises
-and fingerprints every key, and does all of P-256.
+which, beyond the check RFC 8032 §5.1.7 requires and unlike OpenSSL, refuses small-order
+public keys and R points and non-canonical encodings: with a small-order key, OpenSSL accepts
+``R = A, S = 0`` over any message, and under libsodium such a key never verifies anything.
+Ed25519 is deterministic (RFC 8032 §5.1.6), so the signatures are the same bytes either
+library makes. ``cryptography`` still parses, serialises and fingerprints every key, and does
+all of P-256.
 
 A key's *fingerprint* is the SHA-256 of its SubjectPublicKeyInfo (the same thing SSH, TLS
 pinning and ``openssl pkey -pubout`` hash), and its COSE ``kid`` is the first 8 bytes of that.
