@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,12 +52,20 @@ def test_any_flipped_signature_bit_fails(seed: bytes, message: bytes, flip: int)
     assert not key.public.verify(bytes(signature), message)
 
 
-def test_identity_key_forgery_that_openssl_accepts_does_not_verify() -> None:
-    """A small-order key lets anyone sign as it; libsodium refuses it where OpenSSL does not."""
-    forgery = IDENTITY_POINT + bytes(32)
-    ed25519.Ed25519PublicKey.from_public_bytes(IDENTITY_POINT).verify(forgery, b"report")
+def test_openssl_accepts_the_identity_key_forgery() -> None:
+    """Why smartlic does not check Ed25519 with OpenSSL (skipped once OpenSSL refuses it)."""
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(IDENTITY_POINT).verify(
+            IDENTITY_POINT + bytes(32), b"report"
+        )
+    except InvalidSignature:
+        pytest.skip("this OpenSSL refuses small-order keys; docs/protocol.md#keys can say so")
+
+
+def test_identity_key_forgery_does_not_verify() -> None:
+    """A small-order key lets anyone sign as it; libsodium refuses it."""
     key = VerifyingKey.from_raw(KeyType.ED25519, IDENTITY_POINT)
-    assert not key.verify(forgery, b"report")
+    assert not key.verify(IDENTITY_POINT + bytes(32), b"report")
 
 
 def test_registering_a_small_order_key_fails_proof_of_possession() -> None:
