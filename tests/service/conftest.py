@@ -15,10 +15,12 @@ from smartlic.protocol import Udi
 from .support import Device, Site
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from smartlic.mqtt.broker import MosquittoBroker
+
+    from .support import MakeDevice
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ async def service(
 @pytest.fixture
 async def make_device(
     collector_site: Site, mosquitto: MosquittoBroker
-) -> AsyncIterator[Callable[..., Awaitable[Device]]]:
+) -> AsyncIterator[MakeDevice]:
     made: list[Device] = []
     serials = itertools.count(1)
 

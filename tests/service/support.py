@@ -320,3 +320,10 @@ class Device:
     async def close(self) -> None:
         if self.client is not None:
             await self.client.disconnect()
+
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    MakeDevice = Callable[..., Awaitable[Device]]
+    """The ``make_device`` fixture: a new device, connected, not yet registered."""

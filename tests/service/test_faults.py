@@ -25,12 +25,12 @@ from .conftest import service_config
 from .support import TOPICS, Device, Site
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from smartlic.mqtt.broker import MosquittoBroker
 
-    MakeDevice = Callable[..., Awaitable[Device]]
+    from .support import MakeDevice
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TAG = "network-advantage"

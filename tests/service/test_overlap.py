@@ -14,14 +14,12 @@ from smartlic.protocol import Authorization, ErrorNotice, RegistrationResult
 from .conftest import running_service
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Callable
 
     from smartlic.collector.service.service import CollectorService
     from smartlic.mqtt.broker import MosquittoBroker
 
-    from .support import Device, Site
-
-    MakeDevice = Callable[..., Awaitable[Device]]
+    from .support import MakeDevice, Site
 
 pytestmark = [pytest.mark.usefixtures("one_message_batches"), pytest.mark.timeout(60)]
 TAG = "network-advantage"

@@ -18,9 +18,9 @@ from smartlic.protocol import (
 from .support import Device, Site, now
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
-    MakeDevice = Callable[..., Awaitable[Device]]
+    from .support import MakeDevice
 
 pytestmark = [pytest.mark.usefixtures("service"), pytest.mark.timeout(60)]
 TAG = "network-advantage"

@@ -18,12 +18,10 @@ from smartlic.protocol import (
     parse_token,
 )
 
-from .support import DAY, Device, Site, now
+from .support import DAY, Site, now
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    MakeDevice = Callable[..., Awaitable[Device]]
+    from .support import MakeDevice
 
 pytestmark = [pytest.mark.usefixtures("service"), pytest.mark.timeout(60)]
 

@@ -23,11 +23,9 @@ from structlog.testing import capture_logs
 from .support import TOPICS, Device, Site, now
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from smartlic.collector.service.service import CollectorService
 
-    MakeDevice = Callable[..., Awaitable[Device]]
+    from .support import MakeDevice
 
 pytestmark = [pytest.mark.usefixtures("service"), pytest.mark.timeout(60)]
 TAG = "network-advantage"

@@ -16,13 +16,9 @@ from smartlic.protocol import Authorization
 from .conftest import running_service
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from smartlic.mqtt.broker import MosquittoBroker
 
-    from .support import Device, Site
-
-    MakeDevice = Callable[..., Awaitable[Device]]
+    from .support import Device, MakeDevice, Site
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 TAG = "network-advantage"
