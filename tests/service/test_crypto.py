@@ -110,6 +110,24 @@ async def test_sealed_notices_verify_with_the_collector_key_in_order(pool: Crypt
     assert notices == [message.message for message in opened]
 
 
+async def test_start_has_every_worker_running_before_the_first_job() -> None:
+    pool = CryptoPool(2)
+    try:
+        await pool.start()
+        pids = pool.pids
+        assert 2 == len(set(pids))
+        await pool.seal(COLLECTOR, [_notice(n) for n in range(1, 9)])
+        assert pids == pool.pids
+    finally:
+        await pool.close()
+
+
+async def test_start_without_workers_starts_nothing() -> None:
+    pool = CryptoPool(0)
+    await pool.start()
+    assert [] == pool.pids
+
+
 async def test_a_killed_worker_is_started_again_and_the_batch_still_answered() -> None:
     pool = CryptoPool(1)
     try:

@@ -229,9 +229,16 @@ class CryptoPool:
         signatures = await self._map(SIGN, [p.to_be_signed for p in pending], self._pem[1])
         return [p.finish(signature) for p, signature in zip(pending, signatures, strict=True)]
 
+    async def start(self) -> None:
+        """Start every worker now and wait until each answers (an empty job), rather than
+        have the first batch wait for them; :class:`CryptoUnavailable` if one cannot start."""
+        ping = frame([VERIFY, []])
+        await asyncio.gather(*(worker.call(ping) for worker in self._pool))
+
     @property
     def pids(self) -> list[int]:
-        """The running worker processes (for monitoring; started with the first job)."""
+        """The running worker processes (for monitoring; started by :meth:`start` or the
+        first job)."""
         return [worker.pid for worker in self._pool if worker.pid is not None]
 
     async def close(self) -> None:

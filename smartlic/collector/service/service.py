@@ -123,6 +123,7 @@ class CollectorService:
             key = self._key = read_key_file(config.key_path)
             check_site_key(config.key_path, key, site.key_fingerprint)
             crypto = self._crypto = CryptoPool(config.crypto_workers)
+            await crypto.start()
             self._ingest = Ingest(
                 store,
                 crypto,
