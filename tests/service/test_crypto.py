@@ -18,8 +18,8 @@ import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from smartlic.collector.service import crypto_worker
-from smartlic.collector.service.crypto import CryptoPool
+from smartlic.collector.service import crypto, crypto_worker
+from smartlic.collector.service.crypto import CryptoPool, CryptoUnavailable
 from smartlic.collector.service.crypto_worker import Signer, frame, serve
 from smartlic.protocol import (
     Authorization,
@@ -67,9 +67,9 @@ def _notice(seq: int) -> Authorization:
 
 @pytest.fixture(params=[0, 2], ids=["in-process", "two-workers"])
 async def pool(request: pytest.FixtureRequest) -> AsyncIterator[CryptoPool]:
-    crypto = CryptoPool(request.param)
-    yield crypto
-    await crypto.close()
+    made = CryptoPool(request.param)
+    yield made
+    await made.close()
 
 
 async def test_a_good_signature_verifies_and_another_signer_does_not(pool: CryptoPool) -> None:
@@ -118,6 +118,16 @@ async def test_start_has_every_worker_running_before_the_first_job() -> None:
         assert 2 == len(set(pids))
         await pool.seal(COLLECTOR, [_notice(n) for n in range(1, 9)])
         assert pids == pool.pids
+    finally:
+        await pool.close()
+
+
+async def test_start_fails_when_a_worker_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crypto, "_WORKER_MODULE", "smartlic.collector.service.no_such_worker")
+    pool = CryptoPool(1)
+    try:
+        with capture_logs(), pytest.raises(CryptoUnavailable, match="failed twice"):
+            await pool.start()
     finally:
         await pool.close()
 
