@@ -10,7 +10,7 @@ a report without the MQTT client (parsing, verifying's bookkeeping, deciding, th
 side, building and sealing the answers), and beside it the workers' CPU, read from ``/proc``
 (they are started and have answered before the clock starts). Measured on the fourth machine:
 103-107 µs per report over three rounds, against 121-140 µs for the whole event loop in
-``collector_bench.py``; on the fifth, 164-175 µs and 152-156 µs in the workers.
+``collector_bench.py``; on the fifth, 158-175 µs and 152-156 µs in the workers.
 
 Batches of 500 in publishing order (every device's first report, then every second, ...), as
 the service sees them, each prepared then committed; no batch is prepared ahead.
