@@ -80,8 +80,6 @@ class DeadLetter:
 
 
 async def add_dead_letters(tx: Transaction, letters: Sequence[DeadLetter]) -> None:
-    if not letters:
-        return  # most batches have none: no round trip to the store's thread for nothing
     await tx.execute_many(
         "INSERT INTO dead_letters (received_at, topic, payload, reason, code, device_id)"
         " VALUES (?, ?, ?, ?, ?, ?)",

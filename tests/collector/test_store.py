@@ -149,6 +149,21 @@ async def _insert(store: Store, email: str) -> None:
         await tx.execute("INSERT INTO users (email, created_at) VALUES (?, 0)", (email,))
 
 
+async def test_execute_many_with_no_rows_does_not_reach_the_connection(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "c.db", create=True)
+    try:
+        async with store.write() as tx:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(store.conn, "executemany", _unreachable)  # type: ignore[attr-defined]  # the SQLite store's connection
+                await tx.execute_many("INSERT INTO users (email, created_at) VALUES (?, 0)", [])
+    finally:
+        await store.close()
+
+
+async def _unreachable(*_: object) -> None:
+    raise AssertionError("execute_many went to the connection with no rows")
+
+
 async def test_fetch_in_reads_lists_longer_than_one_chunk(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "c.db", create=True)
     try:

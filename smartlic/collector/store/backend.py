@@ -82,7 +82,7 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
-        """Run one statement once per parameter row, in one round trip."""
+        """Run one statement once per parameter row, in one round trip (none for no rows)."""
 
     @abc.abstractmethod
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
