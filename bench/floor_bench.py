@@ -1,6 +1,6 @@
 """The least CPU a CPython collector can spend per report with the collector's own libraries.
 
-    .venv/bin/python bench/floor_bench.py [--devices 2000] [--reports 10] [--rounds 5]
+    .venv/bin/python bench/floor_bench.py [--devices 2000] [--reports 10] [--rounds 5] [--tcp]
 
 Not the collector: a straight-line loop that does only what any collector must do with each
 report, written for speed and nothing else, so that its cost bounds from below what the real
@@ -17,10 +17,13 @@ rather than set up per call, the ``Sig_structure`` and the envelope written as b
 round checks that its last answer opens and verifies as an authorization with smartlic's own
 strict decoder, so the loop cannot be cheaper by answering less.
 
-What it leaves out, each of which the real service cannot: socket reads and writes, the broker,
-the event loop, any check of the message's fields beyond the few the loop reads, dead letters,
-duplicates and refusals, logging, every worker process and pipe. So the figure is a floor, not
-an estimate: a real collector with the same libraries spends more.
+With ``--tcp`` the packets come from, and the answers and PUBACKs go to, a loopback TCP
+connection to a peer in its own process (whose CPU is not counted), read 256 KiB at a time,
+one transaction and one write per read; without it, from memory. What it leaves out, each of
+which the real service cannot: the broker, the event loop, any check of the message's fields
+beyond the few the loop reads, dead letters, duplicates and refusals, logging, every worker
+process and pipe. So the figure is a floor, not an estimate: a real collector with the same
+libraries spends more.
 
 It prints the floor's CPU per report beside the bare verify + sign cost measured in the same
 run (``collector_bench.bare_crypto_cost``, the baseline of the collector's own CPU goal) and
@@ -31,16 +34,21 @@ the least.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import io
+import multiprocessing
 import secrets
+import socket
 import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import cbor2
 from smartlic.mqtt import packets
@@ -58,6 +66,9 @@ from smartlic.protocol.envelope import device_aad
 
 from collector_bench import TAG, TOPICS, bare_crypto_cost
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 BATCH: Final = 500
 PERIOD: Final = 86_400
 SIGN1_TAG: Final = 18
@@ -71,6 +82,8 @@ ED25519: Final = -19
 """The alg of an Ed25519 signature (RFC 9864), the device's and the collector's."""
 NOTICE_PROTECTED: Final = cbor2.dumps({1: ED25519})
 """The collector's protected header, the same for every notice."""
+READ_SIZE: Final = 262_144
+"""Bytes per socket read: ≈ 1,400 reports, so a read's worth is one batch."""
 BSTR_INLINE: Final = 24
 BSTR_ONE_BYTE: Final = 256
 
@@ -163,14 +176,16 @@ def open_db(path: Path, registry: dict[str, Device]) -> sqlite3.Connection:
 
 
 def drain(  # noqa: C901, PLR0915 -- one straight loop on purpose: every call saved counts
-    batches: list[bytes],
+    read: Callable[[], bytes],
+    write: Callable[[bytes], object],
     registry: dict[str, Device],
     pools: dict[tuple[str, str], Pool],
     collector: SigningKey,
     db: sqlite3.Connection,
 ) -> tuple[int, float]:
-    """Handle every report in ``batches``: how many were answered, and the CPU seconds the
-    store's part took."""
+    """Handle every report ``read`` gives until it gives ``b""``, one transaction and one
+    ``write`` of the answers and acknowledgements per read: how many were answered, and the
+    CPU seconds the store's part took."""
     tag18 = cbor2.CBORTag
     incoming = io.BytesIO()
     decoder = cbor2.CBORDecoder(incoming)
@@ -193,8 +208,9 @@ def drain(  # noqa: C901, PLR0915 -- one straight loop on purpose: every call sa
     notice_protected = bstr(NOTICE_PROTECTED)
     prefix, suffix = len(f"{TOPICS.prefix}/d/"), len("/up")
     sign, unprotected = collector.sign, cbor2.dumps({4: collector.public.kid})
-    answered, store_seconds = 0, 0.0
-    for buf in batches:
+    answered, store_seconds, rest = 0, 0.0, b""
+    while chunk := read():
+        buf = rest + chunk if rest else chunk
         out: list[bytes] = []
         acks: list[bytes] = []
         reports: list[tuple[str, int, int, bytes, bytes]] = []
@@ -202,13 +218,17 @@ def drain(  # noqa: C901, PLR0915 -- one straight loop on purpose: every call sa
         pos, end = 0, len(buf)
         while pos < end:
             length, shift, i = 0, 0, pos + 1
-            while True:
+            while i < end:
                 byte = buf[i]
                 length |= (byte & 0x7F) << shift
                 i += 1
                 if byte < CONTINUATION:
                     break
                 shift += 7
+            else:
+                break
+            if i + length > end:
+                break
             body = memoryview(buf)[i : i + length]
             pos = i + length
             tlen = (body[0] << 8) | body[1]
@@ -259,10 +279,8 @@ def drain(  # noqa: C901, PLR0915 -- one straight loop on purpose: every call sa
                 }
             )
             encoded = bstr(notice)
-            signature = sign(SIG_STRUCTURE_HEAD + notice_protected + device.aad + encoded)
-            answer = (
-                SIGN1_HEAD + notice_protected + unprotected + encoded + SIGNATURE_HEAD + signature
-            )
+            signed = sign(SIG_STRUCTURE_HEAD + notice_protected + device.aad + encoded)
+            answer = SIGN1_HEAD + notice_protected + unprotected + encoded + SIGNATURE_HEAD + signed
             out.append(packets.publish(device.reply_topic, answer, qos=1, packet_id=1, v5=True))
             acks.append(packets.puback(packet_id))
             reports.append((device_id, seq, issued_at, inner, answer))
@@ -273,8 +291,8 @@ def drain(  # noqa: C901, PLR0915 -- one straight loop on purpose: every call sa
         db.executemany("UPDATE device SET last_seq = ? WHERE id = ?", seqs)
         db.execute("COMMIT")
         store_seconds += time.process_time() - committing
-        b"".join(out)
-        b"".join(acks)
+        write(b"".join(out) + b"".join(acks))
+        rest = buf[pos:]
         answered += len(reports)
     return answered, store_seconds
 
@@ -288,20 +306,51 @@ def check_answer(answer: bytes, collector: VerifyingKey) -> None:
         raise SystemExit(f"floor_bench: answered with {opened.message!r}")
 
 
-def one_round(devices: int, reports: int) -> tuple[float, float]:
-    """CPU µs per report of one drain over a fresh database, in all and in SQLite."""
+def peer(address: tuple[str, int], batches: list[bytes]) -> None:
+    """The other end of the TCP connection, in its own process so its CPU is not counted:
+    sends every PUBLISH, then half-closes, and reads what comes back until the floor closes."""
+    with socket.create_connection(address) as sock:
+
+        def send() -> None:
+            for chunk in batches:
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send, name="floor-peer-send")
+        sender.start()
+        while sock.recv(READ_SIZE):
+            pass
+        sender.join()
+
+
+def one_round(devices: int, reports: int, *, tcp: bool) -> tuple[float, float]:
+    """CPU µs per report of one drain over a fresh database, in all and in SQLite; over a
+    loopback TCP connection to a peer process when ``tcp``, else from memory."""
     registry, batches = build(devices, reports)
     collector = SigningKey.from_seed(KeyType.ED25519, secrets.token_bytes(32))
     pools = {("Default", TAG): Pool(in_use=0, entitled=devices * 10)}
-    with tempfile.TemporaryDirectory(prefix="smartlic-floor-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="smartlic-floor-"))
         db = open_db(Path(tmp) / "floor.db", registry)
-        try:
-            start = time.process_time()
-            answered, store = drain(batches, registry, pools, collector, db)
-            spent = time.process_time() - start
-            (last_answer,) = db.execute("SELECT answer FROM report ORDER BY rowid DESC").fetchone()
-        finally:
-            db.close()
+        stack.callback(db.close)
+        read: Callable[[], bytes]
+        write: Callable[[bytes], object]
+        if tcp:
+            listener = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+            process = multiprocessing.get_context("fork").Process(
+                target=peer, args=(listener.getsockname(), batches), name="floor-peer"
+            )
+            process.start()
+            stack.callback(process.join, 30)
+            sock, _ = listener.accept()
+            stack.enter_context(sock)
+            read, write = functools.partial(sock.recv, READ_SIZE), sock.sendall
+        else:
+            read, write = iter([*batches, b""]).__next__, len
+        start = time.process_time()
+        answered, store = drain(read, write, registry, pools, collector, db)
+        spent = time.process_time() - start
+        (last_answer,) = db.execute("SELECT answer FROM report ORDER BY rowid DESC").fetchone()
     expected = devices * reports
     if answered != expected:
         raise SystemExit(f"floor_bench: answered {answered} of {expected} reports")
@@ -314,11 +363,16 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=2000)
     parser.add_argument("--reports", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--tcp",
+        action="store_true",
+        help="read the reports from and write the answers to a loopback TCP connection",
+    )
     args = parser.parse_args()
     floors, bares = [], []
     for n in range(1, args.rounds + 1):
         bare = bare_crypto_cost()["verify_sign_us"]
-        floor, store = one_round(args.devices, args.reports)
+        floor, store = one_round(args.devices, args.reports, tcp=args.tcp)
         bare = (bare + bare_crypto_cost()["verify_sign_us"]) / 2
         floors.append(floor)
         bares.append(bare)
