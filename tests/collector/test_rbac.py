@@ -20,7 +20,7 @@ from smartlic.collector import site as site_ops
 from smartlic.collector.accounts import list_accounts
 from smartlic.collector.compliance import usage
 from smartlic.collector.devices import deregister_device, list_devices, move_device
-from smartlic.collector.errors import PermissionDenied
+from smartlic.collector.errors import InvalidRequest, PermissionDenied
 from smartlic.collector.licenses import provenance, transfer_licenses
 from smartlic.collector.orders import OrderLine, deposit_order, list_orders, transfer_order
 from smartlic.collector.rbac import ROLES, Permission, Role
@@ -333,3 +333,50 @@ def test_the_table_covers_every_operation_and_permission() -> None:
     expectations = _expectations()
     assert set(CALLS) == {e.operation for e in expectations}
     assert set(Permission) == {e.permission for e in expectations}
+
+
+_SMART_ONLY: Final = "cannot be granted on a holding account"
+GRANT_SHAPES: Final = {
+    # (role, account, va): None when the grant is accepted, else what the refusal says.
+    **{
+        (Role.SITE_OPERATOR, account, va): "site-operator is granted on the site"
+        for account, va in [("ACME", None), ("ACME", "Engineering"), ("PartnerCo", None)]
+    },
+    (Role.SA_ADMIN, "ACME", None): None,
+    (Role.SA_USER, "ACME", None): None,
+    (Role.VA_ADMIN, "ACME", None): "va-admin needs --va",
+    (Role.VA_USER, "ACME", None): "va-user needs --va",
+    (Role.VIEWER, "ACME", None): None,
+    (Role.PARTNER_ADMIN, "ACME", None): "partner-admin is granted on a holding account",
+    (Role.SA_ADMIN, "ACME", "Engineering"): "sa-admin covers the whole smart account",
+    (Role.SA_USER, "ACME", "Engineering"): "sa-user covers the whole smart account",
+    (Role.VA_ADMIN, "ACME", "Engineering"): None,
+    (Role.VA_USER, "ACME", "Engineering"): None,
+    (Role.VIEWER, "ACME", "Engineering"): None,
+    (Role.PARTNER_ADMIN, "ACME", "Engineering"): "partner-admin is granted on a holding account",
+    (Role.SA_ADMIN, "PartnerCo", None): f"sa-admin {_SMART_ONLY}",
+    (Role.SA_USER, "PartnerCo", None): f"sa-user {_SMART_ONLY}",
+    (Role.VA_ADMIN, "PartnerCo", None): f"va-admin {_SMART_ONLY}",
+    (Role.VA_USER, "PartnerCo", None): f"va-user {_SMART_ONLY}",
+    (Role.VIEWER, "PartnerCo", None): None,
+    (Role.PARTNER_ADMIN, "PartnerCo", None): None,
+    (Role.VIEWER, "PartnerCo", "Engineering"): "a holding account has no virtual accounts",
+    (Role.PARTNER_ADMIN, "PartnerCo", "Engineering"): "a holding account has no virtual accounts",
+}
+
+
+@pytest.mark.parametrize(("role", "account", "va"), list(GRANT_SHAPES))
+async def test_a_role_is_granted_only_on_the_scope_it_makes_sense_on(
+    site: Site, role: Role, account: str, va: str | None
+) -> None:
+    """Each role on each kind of scope: a holding account takes partner-admin and viewer, a
+    smart account the SA roles account-wide and the VA roles on one VA."""
+    refusal = GRANT_SHAPES[role, account, va]
+    grant = site.run(
+        add_user, account_name=account, email="new@x.example", role=role, va_name=va, now=NOW
+    )
+    if refusal is None:
+        assert role == (await grant).role
+    else:
+        with pytest.raises(InvalidRequest, match=re.escape(refusal)):
+            await grant
