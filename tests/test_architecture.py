@@ -14,6 +14,7 @@ as they fill up.
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -231,8 +232,15 @@ def test_importing_protocol_loads_no_network_or_event_loop_module() -> None:
         "print('\\n'.join(sorted(m for m in sys.modules\n"
         "                        if any(m == w or m.startswith(w + '.') for w in watched))))\n"
     )
+    # Coverage measuring subprocesses would start in the probe and import socket itself.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=env,
     )
 
     assert "" == result.stdout.strip()
