@@ -1,0 +1,105 @@
+"""The agent's configuration refuses every unusable value with a message naming the setting.
+
+An operator reads these messages on a device console; each says which setting is wrong and what
+it takes, and none of them is a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from smartlic.agent.config import AgentConfig, build_config, read_config_file
+from smartlic.agent.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"key_type": "rsa"}, "key_type must be one of ed25519, p256"),
+        ({"mqtt_version": "4"}, "mqtt_version must be 3.1.1 or 5"),
+        ({"log_level": "loud"}, "log_level must be one of debug, info, warning, error"),
+        ({"usage_interval": 0}, "usage_interval must be a positive number of seconds"),
+        ({"reconnect_max": -1}, "reconnect_max must be a positive number of seconds"),
+        ({"keepalive": 4}, "keepalive must be 5..65535 seconds"),
+        ({"keepalive": 65_536}, "keepalive must be 5..65535 seconds"),
+        ({"keepalive": "often"}, "keepalive must be a number, not 'often'"),
+        ({"keepalive": True}, "keepalive must be a number"),
+        ({"hook_timeout": [1]}, "hook_timeout must be a number"),
+        ({"state_dir": 7}, "state_dir must be a path"),
+        ({"broker": 1883}, "broker must be text"),
+        ({"topic_prefix": "a/+/b"}, "topic prefix"),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
+)
+def test_an_unusable_value_is_refused_naming_the_setting(
+    settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        build_config(settings, {})
+
+    assert message in str(refused.value)
+
+
+def test_mqtt_version_written_as_a_toml_number_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("mqtt_version = 5\n")
+
+    assert "5" == build_config(read_config_file(path), {}).mqtt_version
+
+
+def test_a_file_that_is_not_toml_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("broker = \n")
+
+    with pytest.raises(ConfigError, match=r"agent\.toml is not valid TOML"):
+        read_config_file(path)
+
+
+def test_a_missing_config_file_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read .*nope\.toml: No such file"):
+        read_config_file(tmp_path / "nope.toml")
+
+
+def test_an_unknown_flag_value_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        build_config({}, {"colour": "blue"})
+
+
+def test_a_broker_url_error_becomes_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="scheme must be mqtt:// or mqtts://"):
+        AgentConfig(broker="http://broker:80").broker_address()
+
+
+def test_an_unreadable_password_file_is_refused_naming_it(tmp_path: Path) -> None:
+    config = AgentConfig(broker="mqtt://broker:1883", password_file=tmp_path / "missing")
+
+    with pytest.raises(ConfigError, match=r"cannot read .*missing: No such file"):
+        config.broker_address()
+
+
+def test_the_password_file_is_read_and_stripped(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    config = AgentConfig(broker="mqtt://broker:1883", username="dev", password_file=secret)
+
+    address = config.broker_address()
+
+    assert ("dev", "s3cret") == (address.username, address.password)
+
+
+def test_tls_files_turn_tls_on() -> None:
+    config = AgentConfig(broker="mqtts://broker:8883", tls_ca=Path("/etc/ca.pem"))
+
+    address = config.broker_address()
+
+    assert address.tls is not None
+    assert Path("/etc/ca.pem") == address.tls.ca_file
+
+
+def test_a_client_certificate_without_its_key_is_refused() -> None:
+    config = AgentConfig(broker="mqtts://broker", tls_cert=Path("/etc/device.pem"))
+
+    with pytest.raises(ConfigError, match="needs both cert_file and key_file"):
+        config.broker_address()
