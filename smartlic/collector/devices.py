@@ -38,8 +38,16 @@ from smartlic.collector.compliance import (
     load_pools,
     reevaluate,
 )
-from smartlic.collector.errors import InvalidRequest, NotFound, Refused
-from smartlic.collector.rbac import Actor, Permission, Scope, authorize, authorized_vas
+from smartlic.collector.errors import InvalidRequest, Refused
+from smartlic.collector.rbac import (
+    Actor,
+    Permission,
+    Scope,
+    authorize,
+    authorized_vas,
+    refuse_missing,
+    refuse_unseen,
+)
 from smartlic.collector.tokens import redeem_token
 from smartlic.protocol import (
     Algorithm,
@@ -412,15 +420,19 @@ async def _device_account(tx: Transaction, name: str) -> Account:
     return account
 
 
-async def find_account_device(tx: Transaction, account: Account, udi_text: str) -> DeviceRecord:
-    """A device of ``account`` named by its UDI (``PID:SERIAL``)."""
+async def find_account_device(
+    tx: Transaction, actor: Actor, account: Account, udi_text: str
+) -> DeviceRecord:
+    """A device of ``account`` named by its UDI (``PID:SERIAL``), if ``actor`` may see it."""
     try:
         udi = Udi.parse(udi_text)
     except LocalProtocolError as exc:
         raise InvalidRequest(exc.message) from None
     device = (await find_devices(tx, [udi.device_id])).get(udi.device_id)
+    missing = f"{account.name} has no device {udi}"
     if device is None or device.account_id != account.id:
-        raise NotFound(f"{account.name} has no device {udi}")
+        refuse_missing(actor, Permission.DEVICE_READ, account.scope, missing)
+    refuse_unseen(actor, Permission.DEVICE_READ, account.scope, device.va_scope, missing)
     return device
 
 
@@ -435,7 +447,7 @@ async def deregister_device(
 ) -> DeviceChange:
     """An administrator deregisters a device: it stops counting; the service tells it."""
     account = await _device_account(tx, account_name)
-    device = await find_account_device(tx, account, udi)
+    device = await find_account_device(tx, actor, account, udi)
     authorize(actor, Permission.DEVICE_MANAGE, device.va_scope)
     flips = await deregister(tx, device, actor=actor.email, now=now)
     await append_change(
@@ -455,7 +467,7 @@ async def move_device(
 ) -> DeviceChange:
     """Move a registered device to another VA of its smart account; its counts move along."""
     account = await _device_account(tx, account_name)
-    device = await find_account_device(tx, account, udi)
+    device = await find_account_device(tx, actor, account, udi)
     target = await find_virtual_account(tx, account, to_va)
     authorize(actor, Permission.DEVICE_MANAGE, device.va_scope)
     authorize(actor, Permission.DEVICE_MANAGE, target.scope)

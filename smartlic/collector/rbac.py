@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
-from smartlic.collector.errors import InvalidRequest, PermissionDenied
+from smartlic.collector.errors import InvalidRequest, NotFound, PermissionDenied
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -154,6 +154,27 @@ def authorize_somewhere(actor: Actor, permission: Permission) -> None:
             f"permission denied: {actor.email} lacks {permission} (no role grants it)",
             permission=permission,
         )
+
+
+def refuse_unseen(
+    actor: Actor, permission: Permission, account: Scope, scope: Scope, missing: str
+) -> None:
+    """Unless ``actor`` may ``permission`` (a read) on ``scope``, where the object named was
+    found, answer as if it had not been (:func:`refuse_missing`)."""
+    if not actor.may(permission, scope):
+        refuse_missing(actor, permission, account, missing)
+
+
+def refuse_missing(actor: Actor, permission: Permission, account: Scope, missing: str) -> NoReturn:
+    """``NotFound(missing)``, or for one who may read nothing of the kind in the account, the
+    refusal for that, as its listing would refuse them.
+
+    So a refusal never tells anyone of an object they could not list: whoever cannot read it
+    cannot tell it from one that does not exist, found or not.
+    """
+    if not actor.reaches(permission, account.account_id or 0):
+        authorize(actor, permission, account)
+    raise NotFound(missing)
 
 
 def authorized_vas(

@@ -23,7 +23,14 @@ from smartlic.collector.accounts import (
 )
 from smartlic.collector.audit import AuditEntry
 from smartlic.collector.errors import InvalidRequest, NotFound, Refused
-from smartlic.collector.rbac import Actor, Permission, authorize, authorized_vas
+from smartlic.collector.rbac import (
+    Actor,
+    Permission,
+    authorize,
+    authorized_vas,
+    refuse_missing,
+    refuse_unseen,
+)
 from smartlic.collector.site import site_info
 from smartlic.protocol import ErrorCode, RegistrationToken
 from smartlic.protocol.tokens import SECRET_BYTES, TOKEN_ID_BYTES
@@ -209,10 +216,13 @@ async def revoke_token(
 ) -> StoredToken:
     account = await find_account(tx, account_name)
     refuse_consumption_in_holding_account(account, "registration tokens")
-    token = await _find(tx, token_id.strip().lower())
-    if token.account_name != account.name:
-        raise NotFound(f"{account.name} has no token {token_id}")
+    row = await tx.fetch_one(f"{_SELECT} WHERE t.token_id = ?", (token_id.strip().lower(),))
+    missing = f"{account.name} has no token {token_id}"
+    token = None if row is None else StoredToken.from_row(row)
+    if token is None or token.account_name != account.name:
+        refuse_missing(actor, Permission.TOKEN_READ, account.scope, missing)
     va = await find_virtual_account(tx, account, token.va_name)
+    refuse_unseen(actor, Permission.TOKEN_READ, account.scope, va.scope, missing)
     authorize(actor, Permission.TOKEN_MANAGE, va.scope)
     if token.revoked_at is not None:
         raise Refused(f"token {token.token_id} is already revoked")

@@ -29,6 +29,7 @@ from smartlic.collector.rbac import (
     Scope,
     authorize,
     check_grant_shape,
+    refuse_missing,
 )
 
 if TYPE_CHECKING:
@@ -196,6 +197,32 @@ def refuse_removing_last_admin(
         )
 
 
+def refuse_unless_may_remove(
+    actor: Actor, account: Account, email: str, removed: Sequence[tuple[Member, int | None]]
+) -> None:
+    """Refuse unless ``actor`` may take ``email``'s grants ``removed`` away, telling no one more
+    than ``list_users`` would: that the address has a role in the account, or on which VA.
+
+    Someone who cannot read a grant is answered as if it did not exist (nothing to remove,
+    or no ``user.read`` at all); a grant they can read but not manage is refused naming its
+    scope; one they cannot read, naming only the account.
+    """
+    visible = [
+        (member, va_id)
+        for member, va_id in removed
+        if actor.may(Permission.USER_READ, _grant_scope(account, member, va_id))
+    ]
+    if not visible:
+        refuse_missing(
+            actor, Permission.USER_READ, account.scope, f"{email} has no role in {account.name}"
+        )
+    for member, va_id in removed:
+        scope = _grant_scope(account, member, va_id)
+        if not actor.may(Permission.USER_MANAGE, scope):
+            shown = scope if (member, va_id) in visible else account.scope
+            authorize(actor, Permission.USER_MANAGE, shown)
+
+
 async def remove_user(
     tx: Transaction, actor: Actor, *, account_name: str, email: str, now: int
 ) -> list[Member]:
@@ -204,12 +231,7 @@ async def remove_user(
     email = check_email(email)
     members = await _members(tx, account)
     removed = [(m, va_id) for m, va_id in members if m.email == email]
-    if not removed:
-        if not actor.reaches(Permission.USER_READ, account.id):
-            authorize(actor, Permission.USER_READ, account.scope)
-        raise NotFound(f"{email} has no role in {account.name}")
-    for member, va_id in removed:
-        authorize(actor, Permission.USER_MANAGE, _grant_scope(account, member, va_id))
+    refuse_unless_may_remove(actor, account, email, removed)
     refuse_removing_last_admin(
         account, [m for m, _ in removed], [m for m, _ in members if m.email != email]
     )
