@@ -29,7 +29,14 @@ from smartlic.collector.changes import ChangeKind, append_change
 from smartlic.collector.compliance import reevaluate
 from smartlic.collector.errors import InvalidRequest, NotFound, Refused
 from smartlic.collector.licenses import License, check_count, check_tag, move_lots
-from smartlic.collector.rbac import Actor, Permission, Scope, authorize, authorized_vas
+from smartlic.collector.rbac import (
+    Actor,
+    Permission,
+    Scope,
+    authorize,
+    authorized_vas,
+    refuse_unseen,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -253,6 +260,7 @@ async def transfer_order(
     """Deliver an order from a holding account to a smart account's VA (default VA if none)."""
     row = await _order_row(tx, number)
     holding = await account_by_id(tx, int(row["account_id"]))
+    refuse_unseen(actor, Permission.ORDER_READ, None, holding.scope, f"no order {number!r}")
     authorize(actor, Permission.ORDER_TRANSFER, holding.scope)
     require_in_holding_account(number, holding)
     customer = await find_account(tx, to_account)

@@ -157,7 +157,7 @@ def authorize_somewhere(actor: Actor, permission: Permission) -> None:
 
 
 def refuse_unseen(
-    actor: Actor, permission: Permission, account: Scope, scope: Scope, missing: str
+    actor: Actor, permission: Permission, account: Scope | None, scope: Scope, missing: str
 ) -> None:
     """Unless ``actor`` may ``permission`` (a read) on ``scope``, where the object named was
     found, answer as if it had not been (:func:`refuse_missing`)."""
@@ -165,14 +165,18 @@ def refuse_unseen(
         refuse_missing(actor, permission, account, missing)
 
 
-def refuse_missing(actor: Actor, permission: Permission, account: Scope, missing: str) -> NoReturn:
-    """``NotFound(missing)``, or for one who may read nothing of the kind in the account, the
-    refusal for that, as its listing would refuse them.
+def refuse_missing(
+    actor: Actor, permission: Permission, account: Scope | None, missing: str
+) -> NoReturn:
+    """``NotFound(missing)``; or, for one who may read nothing of the kind in the ``account``
+    they named, the refusal for that, as its listing would refuse them. ``account`` is
+    ``None`` when the object was named without one (an order number): naming the account it
+    is in would tell what the caller did not know.
 
     So a refusal never tells anyone of an object they could not list: whoever cannot read it
     cannot tell it from one that does not exist, found or not.
     """
-    if not actor.reaches(permission, account.account_id or 0):
+    if account is not None and not actor.reaches(permission, account.account_id or 0):
         authorize(actor, permission, account)
     raise NotFound(missing)
 

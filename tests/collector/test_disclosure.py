@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from smartlic.collector.devices import deregister_device, move_device
 from smartlic.collector.errors import Refused
+from smartlic.collector.orders import OrderLine, deposit_order, transfer_order
 from smartlic.collector.rbac import Role
 from smartlic.collector.tokens import create_token, revoke_token
 from smartlic.collector.users import add_user, remove_user
@@ -121,3 +122,31 @@ async def test_a_va_admin_cannot_tell_a_token_of_another_va_from_an_unknown_one(
     stranger = await _refusal(site, revoke_token, "0" * 16, as_=EVE, token_id="0" * 16)
 
     assert ("NotFound: ACME has no token NAME", known) == (stranger, stranger)
+
+
+async def test_a_customer_cannot_tell_a_partners_order_from_an_unknown_one(site: Site) -> None:
+    """An order is named by its number alone; a refusal naming the holding account it is in
+    would tell where it is."""
+    await site.run(
+        deposit_order,
+        number="PO-77",
+        ordered_on=NOW,
+        lines=[OrderLine(tag="network-advantage", quantity=1)],
+        account_name="PartnerCo",
+        va_name=None,
+        now=NOW,
+    )
+
+    async def attempt(number: str) -> str:
+        try:
+            await site.run(
+                transfer_order, number=number, to_account="ACME", va_name=None, now=NOW, as_=ALICE
+            )
+        except Refused as refused:
+            return f"{type(refused).__name__}: {refused.message}".replace(number, "NAME")
+        raise AssertionError(f"{ALICE} transferred {number}")
+
+    assert ("NotFound: no order 'NAME'", await attempt("PO-77")) == (
+        await attempt("PO-78"),
+        await attempt("PO-78"),
+    )
