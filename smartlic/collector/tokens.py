@@ -188,10 +188,15 @@ async def create_token(  # noqa: PLR0913 -- keyword-only fields of one request
 
 
 async def _find(tx: Transaction, token_id: str) -> StoredToken:
-    row = await tx.fetch_one(f"{_SELECT} WHERE t.token_id = ?", (token_id,))
-    if row is None:
+    token = await _find_or_none(tx, token_id)
+    if token is None:
         raise NotFound(f"no token {token_id}")
-    return StoredToken.from_row(row)
+    return token
+
+
+async def _find_or_none(tx: Transaction, token_id: str) -> StoredToken | None:
+    row = await tx.fetch_one(f"{_SELECT} WHERE t.token_id = ?", (token_id,))
+    return None if row is None else StoredToken.from_row(row)
 
 
 async def list_tokens(tx: Transaction, actor: Actor, account_name: str) -> list[StoredToken]:
@@ -216,9 +221,8 @@ async def revoke_token(
 ) -> StoredToken:
     account = await find_account(tx, account_name)
     refuse_consumption_in_holding_account(account, "registration tokens")
-    row = await tx.fetch_one(f"{_SELECT} WHERE t.token_id = ?", (token_id.strip().lower(),))
+    token = await _find_or_none(tx, token_id.strip().lower())
     missing = f"{account.name} has no token {token_id}"
-    token = None if row is None else StoredToken.from_row(row)
     if token is None or token.account_name != account.name:
         refuse_missing(actor, Permission.TOKEN_READ, account.scope, missing)
     va = await find_virtual_account(tx, account, token.va_name)
