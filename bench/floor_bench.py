@@ -13,7 +13,8 @@ a signed authorization as a COSE_Sign1, frame it as a PUBLISH and the report's P
 store the report, its answer and the device's new sequence number: one ``executemany`` per
 batch of 500 in one transaction, SQLite in WAL mode with ``synchronous = FULL``, as the
 collector does it. Each step the fastest way measured: cbor2's encoder and decoder reused
-rather than set up per call, the ``Sig_structure`` and the envelope written as bytes. Each
+rather than set up per call, the ``Sig_structure`` and the envelope written as bytes by the
+protocol's own writers (``cose.sig_structure``, ``cose.prepare_sign1``). Each
 round checks that its last answer opens and verifies as an authorization with smartlic's own
 strict decoder, so the loop cannot be cheaper by answering less.
 
@@ -62,6 +63,7 @@ from smartlic.protocol import (
     open_message,
     seal,
 )
+from smartlic.protocol.cose import COSE_SIGN1_TAG, prepare_sign1, sig_structure
 from smartlic.protocol.envelope import device_aad
 
 from collector_bench import TAG, TOPICS, bare_crypto_cost
@@ -71,31 +73,10 @@ if TYPE_CHECKING:
 
 BATCH: Final = 500
 PERIOD: Final = 86_400
-SIGN1_TAG: Final = 18
-SIG_STRUCTURE_HEAD: Final = b"\x84\x6aSignature1"
-"""A 4-array and its context text: the start of every ``Sig_structure`` (RFC 9052 §4.4)."""
-SIGN1_HEAD: Final = b"\xd2\x84"
-"""Tag 18 and a 4-array: the start of every COSE_Sign1 (RFC 9052 §4.2)."""
-SIGNATURE_HEAD: Final = b"\x58\x40"
-"""A 64-byte bstr's head: an Ed25519 signature."""
 ED25519: Final = -19
-"""The alg of an Ed25519 signature (RFC 9864), the device's and the collector's."""
-NOTICE_PROTECTED: Final = cbor2.dumps({1: ED25519})
-"""The collector's protected header, the same for every notice."""
+"""The alg of a device's Ed25519 signature (RFC 9864)."""
 READ_SIZE: Final = 262_144
 """Bytes per socket read: ≈ 1,400 reports, so a read's worth is one batch."""
-BSTR_INLINE: Final = 24
-BSTR_ONE_BYTE: Final = 256
-
-
-def bstr(data: bytes) -> bytes:
-    """``data`` as a CBOR byte string (RFC 8949 §3.1), written directly."""
-    n = len(data)
-    if n < BSTR_INLINE:
-        return bytes((0x40 | n,)) + data
-    if n < BSTR_ONE_BYTE:
-        return bytes((0x58, n)) + data
-    return b"\x59" + n.to_bytes(2, "big") + data
 
 
 AUTHORIZATION: Final = 4
@@ -109,7 +90,7 @@ class Device:
     last_seq: int
     va: str
     aad: bytes
-    """The external AAD binding a signature to the device, already a CBOR bstr."""
+    """The external AAD binding a signature to the device."""
     reply_topic: str
     counts: dict[str, int]
     notice_seq: int = 0
@@ -134,7 +115,7 @@ def build(devices: int, reports: int) -> tuple[dict[str, Device], list[bytes]]:
             key=key.public,
             last_seq=0,
             va="Default",
-            aad=bstr(device_aad(udi.device_id)),
+            aad=device_aad(udi.device_id),
             reply_topic=TOPICS.downlink(udi.device_id),
             counts={},
         )
@@ -205,9 +186,8 @@ def drain(  # noqa: C901, PLR0915 -- one straight loop on purpose: every call sa
         encoder.encode(value)
         return outgoing.getvalue()
 
-    notice_protected = bstr(NOTICE_PROTECTED)
     prefix, suffix = len(f"{TOPICS.prefix}/d/"), len("/up")
-    sign, unprotected = collector.sign, cbor2.dumps({4: collector.public.kid})
+    sign, public = collector.sign, collector.public
     answered, store_seconds, rest = 0, 0.0, b""
     while chunk := read():
         buf = rest + chunk if rest else chunk
@@ -238,7 +218,7 @@ def drain(  # noqa: C901, PLR0915 -- one straight loop on purpose: every call sa
             payload = bytes(body[5 + tlen + props :])
             device_id = topic[prefix : len(topic) - suffix]
             envelope = loads(payload)
-            if not isinstance(envelope, tag18) or envelope.tag != SIGN1_TAG:
+            if not isinstance(envelope, tag18) or envelope.tag != COSE_SIGN1_TAG:
                 continue
             protected, _unprotected, inner, signature = envelope.value
             if loads(protected).get(1) != ED25519:
@@ -247,7 +227,7 @@ def drain(  # noqa: C901, PLR0915 -- one straight loop on purpose: every call sa
             if message[2] != device_id:
                 continue
             device = registry[device_id]
-            to_verify = SIG_STRUCTURE_HEAD + bstr(protected) + device.aad + bstr(inner)
+            to_verify = sig_structure(protected, inner, device.aad)
             if not device.key.verify(signature, to_verify):
                 continue
             seq, issued_at, counts = message[8], message[7], message[10]
@@ -278,9 +258,8 @@ def drain(  # noqa: C901, PLR0915 -- one straight loop on purpose: every call sa
                     20: device.va,
                 }
             )
-            encoded = bstr(notice)
-            signed = sign(SIG_STRUCTURE_HEAD + notice_protected + device.aad + encoded)
-            answer = SIGN1_HEAD + notice_protected + unprotected + encoded + SIGNATURE_HEAD + signed
+            sealing = prepare_sign1(notice, public, external_aad=device.aad)
+            answer = sealing.finish(sign(sealing.to_be_signed))
             out.append(packets.publish(device.reply_topic, answer, qos=1, packet_id=1, v5=True))
             acks.append(packets.puback(packet_id))
             reports.append((device_id, seq, issued_at, inner, answer))
