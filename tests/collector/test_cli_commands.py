@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from smartlic.collector.cli import main
@@ -18,7 +18,10 @@ from smartlic.collector.store import open_store
 from .collector_support import ALICE, NOW, OPERATOR, Site
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
+
+T = TypeVar("T")
 
 BOB = "bob@acme.example"
 
@@ -47,17 +50,21 @@ class Cli:
     def json(self, *argv: str, as_: str = OPERATOR) -> Any:
         return json.loads(self.text(*argv, "--format", "json", as_=as_))
 
-    def register(self, va: str, *serials: str) -> list[str]:
-        """Devices registered straight into ACME's ``va``, as the service would."""
+    def on_site(self, step: Callable[[Site], Awaitable[T]]) -> T:
+        """``step`` on the store the commands use, as the service would act on it."""
 
-        async def go() -> list[str]:
+        async def go() -> T:
             store = await open_store(self.db)
             try:
-                return await Site(store).register("ACME", va, *serials)
+                return await step(Site(store))
             finally:
                 await store.close()
 
         return asyncio.run(go())
+
+    def register(self, va: str, *serials: str) -> list[str]:
+        """Devices registered straight into ACME's ``va``."""
+        return self.on_site(lambda site: site.register("ACME", va, *serials))
 
 
 def test_va_rename_changes_the_name_listed(cli: Cli) -> None:
@@ -213,7 +220,7 @@ def test_license_list_shows_each_lot_with_its_term(cli: Cli) -> None:
 def test_license_transfer_warns_when_it_leaves_the_source_short(cli: Cli) -> None:
     cli.text("order", "deposit", "PO-10", "--account", "ACME", "--line", "network-advantage=1")
     (device,) = cli.register("DEFAULT", "D1")
-    asyncio.run(_report(cli.db, device, {"network-advantage": 1}))
+    cli.on_site(lambda site: site.report(device, {"network-advantage": 1}))
 
     out = cli.text(
         "license",
@@ -233,11 +240,3 @@ def test_license_transfer_warns_when_it_leaves_the_source_short(cli: Cli) -> Non
         "transferred 1 network-advantage from DEFAULT to Engineering;"
         " warning: DEFAULT is now 1 short (1 in use, 0 licensed)\n"
     ) == out
-
-
-async def _report(db: Path, device_id: str, counts: dict[str, int]) -> None:
-    store = await open_store(db)
-    try:
-        await Site(store).report(device_id, counts)
-    finally:
-        await store.close()
