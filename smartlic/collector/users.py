@@ -207,20 +207,15 @@ def refuse_unless_may_remove(
     or no ``user.read`` at all); a grant they can read but not manage is refused naming its
     scope; one they cannot read, naming only the account.
     """
-    visible = [
-        (member, va_id)
-        for member, va_id in removed
-        if actor.may(Permission.USER_READ, _grant_scope(account, member, va_id))
-    ]
-    if not visible:
+    scopes = [_grant_scope(account, member, va_id) for member, va_id in removed]
+    readable = [actor.may(Permission.USER_READ, scope) for scope in scopes]
+    if not any(readable):
         refuse_missing(
             actor, Permission.USER_READ, account.scope, f"{email} has no role in {account.name}"
         )
-    for member, va_id in removed:
-        scope = _grant_scope(account, member, va_id)
+    for scope, seen in zip(scopes, readable, strict=True):
         if not actor.may(Permission.USER_MANAGE, scope):
-            shown = scope if (member, va_id) in visible else account.scope
-            authorize(actor, Permission.USER_MANAGE, shown)
+            authorize(actor, Permission.USER_MANAGE, scope if seen else account.scope)
 
 
 async def remove_user(
