@@ -310,12 +310,17 @@ class Device:
         seq = kwargs.get("seq") or self.seq
         return await self.expect(lambda m: getattr(m, "in_reply_to", None) == seq)
 
-    async def deregister(self) -> Any:
+    def deregistration_bytes(self) -> tuple[bytes, bytes]:
+        """A signed deregistration request, and its request id."""
         request = DeregistrationRequest(
             device_id=self.device_id, request_id=secrets.token_bytes(8), issued_at=now()
         )
-        await self.send(seal(request, self.key))
-        return await self.expect(lambda m: getattr(m, "request_id", None) == request.request_id)
+        return seal(request, self.key), request.request_id
+
+    async def deregister(self) -> Any:
+        payload, request_id = self.deregistration_bytes()
+        await self.send(payload)
+        return await self.expect(lambda m: getattr(m, "request_id", None) == request_id)
 
     async def close(self) -> None:
         if self.client is not None:

@@ -36,7 +36,6 @@ from smartlic.collector.devices import (
     deregister,
     find_devices,
     register_device,
-    reserve_notice_seqs,
 )
 from smartlic.collector.errors import Refused
 from smartlic.collector.receipts import (
@@ -54,18 +53,21 @@ from smartlic.collector.service.decisions import (
     report_digest,
 )
 from smartlic.collector.service.intake import Parsed, parse
-from smartlic.collector.service.notices import ErrorRequest, NoticeRequest, number_notices
+from smartlic.collector.service.notices import (
+    ErrorRequest,
+    NoticeOwed,
+    NoticeRequest,
+    ResultRequest,
+    number_notices,
+)
 from smartlic.collector.service.outbox import Outgoing, queue_pushes
 from smartlic.collector.service.pushes import pushes_for_flips
 from smartlic.collector.service.records import DeviceRecords
 from smartlic.protocol import (
-    CollectorMessage,
     DeregistrationRequest,
-    DeregistrationResult,
     ErrorCode,
     Opened,
     RegistrationRequest,
-    RegistrationResult,
     UsageReport,
 )
 
@@ -381,28 +383,12 @@ class Ingest:
         batch.flips.extend(await record_statuses(tx, states.values(), actor=ACTOR, now=now))
         answered = {a.update.device.device_id for a in batch.accepted}
         pushes = await pushes_for_flips(tx, batch.flips, now=now, exclude=answered)
-        answers = [
-            NoticeRequest(
-                device=batch.records[a.update.device.device_id],
-                counts=batch.records[a.update.device.device_id].counts,
-                in_reply_to=a.update.seq,
-            )
-            for a in batch.accepted
-        ]
-        notices = await number_notices(
-            tx, [*answers, *pushes], [e for _, e in batch.errors], now=now, pools=states
-        )
-        results = await self._results(tx, batch)
-        sealed = await self.crypto.seal(self.settings.key, [*notices, *results])
-        answer_bytes = sealed[: len(answers)]
-        push_bytes = sealed[len(answers) : len(answers) + len(pushes)]
-        rest = sealed[len(answers) + len(pushes) :]
-        for accepted, payload in zip(batch.accepted, answer_bytes, strict=True):
-            accepted.item.answer = payload
-        for (item, _), payload in zip(batch.errors, rest[: len(batch.errors)], strict=True):
+        owed = self._owed(batch)
+        notices = await number_notices(tx, [*(o for _, o in owed), *pushes], now=now, pools=states)
+        sealed = await self.crypto.seal(self.settings.key, notices)
+        for (item, _), payload in zip(owed, sealed[: len(owed)], strict=True):
             item.answer = payload
-        for (item, _, _), payload in zip(batch.results, rest[len(batch.errors) :], strict=True):
-            item.answer = payload
+        push_bytes = sealed[len(owed) :]
         for item, source in batch.duplicates:
             item.answer = source if isinstance(source, bytes) else source.answer
         await save_accepted(
@@ -464,41 +450,21 @@ class Ingest:
         ]
         return [*direct, *queued]
 
-    async def _results(self, tx: Transaction, batch: _Batch) -> list[CollectorMessage]:
-        """Registration and deregistration results, numbered like every notice."""
-        if not batch.results:
-            return []
-        wanted: dict[int, int] = {}
-        for _, record, _ in batch.results:
-            wanted[record.pk] = wanted.get(record.pk, 0) + 1
-        last = await reserve_notice_seqs(tx, wanted)
-        taken = {pk: last[pk] - n for pk, n in wanted.items()}
-        out: list[CollectorMessage] = []
-        for _, record, request in batch.results:
-            taken[record.pk] += 1
-            if isinstance(request, RegistrationRequest):
-                out.append(
-                    RegistrationResult(
-                        device_id=record.device_id,
-                        request_id=request.request_id,
-                        notice_seq=taken[record.pk],
-                        issued_at=batch.now,
-                        smart_account=record.account_name,
-                        virtual_account=record.va_name,
-                        report_interval=record.policy.report_interval,
-                        collector_key=self.settings.key.public,
-                    )
-                )
-            else:
-                out.append(
-                    DeregistrationResult(
-                        device_id=record.device_id,
-                        request_id=request.request_id,
-                        notice_seq=taken[record.pk],
-                        issued_at=batch.now,
-                    )
-                )
-        return out
+    def _owed(self, batch: _Batch) -> list[tuple[Parsed, NoticeOwed]]:
+        """The batch's answers in arrival order, the order they are sent and numbered in."""
+        by_item: dict[int, NoticeOwed] = {}
+        for accepted in batch.accepted:
+            device = batch.records[accepted.update.device.device_id]
+            by_item[id(accepted.item)] = NoticeRequest(
+                device=device, counts=device.counts, in_reply_to=accepted.update.seq
+            )
+        for item, error in batch.errors:
+            by_item[id(item)] = error
+        for item, record, request in batch.results:
+            by_item[id(item)] = ResultRequest(
+                device=record, request=request, collector_key=self.settings.key.public
+            )
+        return [(item, by_item[id(item)]) for item in batch.items if id(item) in by_item]
 
 
 _REGISTRATION_CODES = frozenset(

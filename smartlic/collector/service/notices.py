@@ -16,14 +16,22 @@ from typing import TYPE_CHECKING
 from smartlic.collector.compliance import PoolKey, PoolState, load_pool_states, pool_compliance
 from smartlic.collector.devices import reserve_notice_seqs
 from smartlic.collector.service.decisions import compliance_notice
-from smartlic.protocol import CollectorMessage, ErrorCode, ErrorNotice, TagCompliance
+from smartlic.protocol import (
+    CollectorMessage,
+    DeregistrationResult,
+    ErrorCode,
+    ErrorNotice,
+    RegistrationRequest,
+    RegistrationResult,
+    TagCompliance,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
 
     from smartlic.collector.devices import DeviceRecord
     from smartlic.collector.store import Transaction
-    from smartlic.protocol import VerifyingKey
+    from smartlic.protocol import DeregistrationRequest, VerifyingKey
 
 NONCE_BYTES = 8
 
@@ -50,6 +58,19 @@ class ErrorRequest:
     """Set when answering a registration: the device has no pinned key yet."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResultRequest:
+    """A device's (de)registration went through: it is owed the result."""
+
+    device: DeviceRecord
+    """The device as the request left it."""
+    request: RegistrationRequest | DeregistrationRequest
+    collector_key: VerifyingKey
+
+
+NoticeOwed = NoticeRequest | ErrorRequest | ResultRequest
+
+
 def pools_needed(requests: Sequence[NoticeRequest]) -> set[PoolKey]:
     return {
         (request.device.va_id, tag)
@@ -70,66 +91,109 @@ def tag_compliance(
     }
 
 
+def _notice_pk(owed: NoticeOwed) -> int | None:
+    return owed.device_pk if isinstance(owed, ErrorRequest) else owed.device.pk
+
+
+async def _numbers(tx: Transaction, owed: Sequence[NoticeOwed]) -> list[int]:
+    """Each owed notice's ``notice_seq``, reserved in the store, rising in the order given."""
+    wanted: defaultdict[int, int] = defaultdict(int)
+    for each in owed:
+        pk = _notice_pk(each)
+        if pk is not None:
+            wanted[pk] += 1
+    last = await reserve_notice_seqs(tx, wanted)
+    next_seq = {pk: last[pk] - n + 1 for pk, n in wanted.items()}
+    numbers: list[int] = []
+    for each in owed:
+        pk = _notice_pk(each)
+        if pk is None:
+            # An unknown device has no counter; 1 is as good as any: it has applied nothing.
+            numbers.append(1)
+        else:
+            numbers.append(next_seq[pk])
+            next_seq[pk] += 1
+    return numbers
+
+
 async def number_notices(
     tx: Transaction,
-    requests: Sequence[NoticeRequest],
-    errors: Sequence[ErrorRequest],
+    owed: Sequence[NoticeOwed],
     *,
     now: int,
     pools: Mapping[PoolKey, PoolState] | None = None,
 ) -> list[CollectorMessage]:
-    """Reserve notice numbers and build every notice; order follows the requests.
+    """Reserve notice numbers and build every notice owed, numbered in the order given.
 
-    ``pools`` may carry pool states the caller already has; the others are loaded at ``now``.
+    ``owed`` must be in the order the notices will be sent: a device applies a notice only
+    when its ``notice_seq`` is above the last it applied (SPEC §4), so one numbered lower but
+    sent later would be taken for stale and its news lost. ``pools`` may carry pool states
+    the caller already has; the others are loaded at ``now``.
     """
+    requests = [o for o in owed if isinstance(o, NoticeRequest)]
     known = dict(pools or {})
     missing = pools_needed(requests) - known.keys()
     if missing:
         known.update(await load_pool_states(tx, missing, now))
-    wanted: defaultdict[int, int] = defaultdict(int)
-    for request in requests:
-        wanted[request.device.pk] += 1
-    for error in errors:
-        if error.device_pk is not None:
-            wanted[error.device_pk] += 1
-    last = await reserve_notice_seqs(tx, wanted)
-    next_seq = {pk: last[pk] - n + 1 for pk, n in wanted.items()}
-
-    def take(pk: int) -> int:
-        seq = next_seq[pk]
-        next_seq[pk] = seq + 1
-        return seq
-
+    numbers = await _numbers(tx, owed)
     # One draw from the OS for the batch's nonces: a system call per notice cost more than
     # building the notice.
     nonces = secrets.token_bytes(NONCE_BYTES * len(requests))
-    built: list[CollectorMessage] = [
-        compliance_notice(
-            device_id=r.device.device_id,
-            notice_seq=take(r.device.pk),
-            now=now,
-            in_reply_to=r.in_reply_to,
-            virtual_account=r.device.va_name,
-            tags=tag_compliance(r.device.va_id, r.counts, known),
-            policy=r.device.policy,
-            nonce=nonces[i * NONCE_BYTES : (i + 1) * NONCE_BYTES],
-        )
-        for i, r in enumerate(requests)
-    ]
-    built.extend(
-        ErrorNotice(
-            device_id=e.device_id,
-            # An unknown device has no counter; 1 is as good as any: it has applied nothing.
-            notice_seq=take(e.device_pk) if e.device_pk is not None else 1,
-            issued_at=now,
-            in_reply_to=e.in_reply_to,
-            code=e.code,
-            message=e.message,
-            collector_key=e.collector_key,
-        )
-        for e in errors
-    )
+    drawn = 0
+    built: list[CollectorMessage] = []
+    for each, notice_seq in zip(owed, numbers, strict=True):
+        if isinstance(each, NoticeRequest):
+            device = each.device
+            nonce = nonces[drawn : drawn + NONCE_BYTES]
+            drawn += NONCE_BYTES
+            built.append(
+                compliance_notice(
+                    device_id=device.device_id,
+                    notice_seq=notice_seq,
+                    now=now,
+                    in_reply_to=each.in_reply_to,
+                    virtual_account=device.va_name,
+                    tags=tag_compliance(device.va_id, each.counts, known),
+                    policy=device.policy,
+                    nonce=nonce,
+                )
+            )
+        elif isinstance(each, ErrorRequest):
+            built.append(
+                ErrorNotice(
+                    device_id=each.device_id,
+                    notice_seq=notice_seq,
+                    issued_at=now,
+                    in_reply_to=each.in_reply_to,
+                    code=each.code,
+                    message=each.message,
+                    collector_key=each.collector_key,
+                )
+            )
+        else:
+            built.append(_result(each, notice_seq=notice_seq, now=now))
     return built
+
+
+def _result(owed: ResultRequest, *, notice_seq: int, now: int) -> CollectorMessage:
+    device, request = owed.device, owed.request
+    if isinstance(request, RegistrationRequest):
+        return RegistrationResult(
+            device_id=device.device_id,
+            request_id=request.request_id,
+            notice_seq=notice_seq,
+            issued_at=now,
+            smart_account=device.account_name,
+            virtual_account=device.va_name,
+            report_interval=device.policy.report_interval,
+            collector_key=owed.collector_key,
+        )
+    return DeregistrationResult(
+        device_id=device.device_id,
+        request_id=request.request_id,
+        notice_seq=notice_seq,
+        issued_at=now,
+    )
 
 
 def consumed_tags(devices: Collection[DeviceRecord]) -> set[PoolKey]:

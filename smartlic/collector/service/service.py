@@ -449,7 +449,7 @@ class CollectorService:
     ) -> list[Outgoing]:
         if not requests and not errors:
             return []
-        notices = await number_notices(tx, requests, errors, now=now)
+        notices = await number_notices(tx, [*requests, *errors], now=now)
         sealed = await self._require_crypto().seal(self._require_key(), notices)
         return await queue_pushes(
             tx, [(n.device_id, b) for n, b in zip(notices, sealed, strict=True)], now=now
