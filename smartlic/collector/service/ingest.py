@@ -195,14 +195,18 @@ class Ingest:
             for device_id, record in found.items():
                 self._remember(device_id, record)
         work: list[tuple[Parsed, Opened, VerifyingKey]] = []
+        # A key registered earlier in the batch is the device's key from there on, if the
+        # registration goes through (``_decide`` checks that it did).
+        registering: dict[str, VerifyingKey] = {}
         for item in items:
             if item.opened is None or item.device_id is None:
                 continue
             message = item.opened.message
             if isinstance(message, RegistrationRequest):
                 work.append((item, item.opened, message.verifying_key))
+                registering[item.device_id] = message.verifying_key
                 continue
-            key = self._keys.get(item.device_id)
+            key = registering.get(item.device_id) or self._keys.get(item.device_id)
             if key is None:
                 item.refuse(
                     ErrorCode.UNKNOWN_DEVICE, "no device is registered on this topic", answer=False
@@ -276,13 +280,7 @@ class Ingest:
                 ErrorCode.UNKNOWN_DEVICE, "no device is registered on this topic", answer=False
             )
             return
-        if record.public_key != item.verified_key.raw:
-            self._remember(record.device_id, record)
-            item.refuse(
-                ErrorCode.BAD_SIGNATURE,
-                "the device's key changed while this was in flight",
-                answer=True,
-            )
+        if self._refused_for_another_key(item, record):
             return
         if not record.registered:
             item.refuse(ErrorCode.NOT_REGISTERED, "this device is not registered", answer=True)
@@ -327,6 +325,23 @@ class Ingest:
         batch.last_seq[record.device_id] = report.seq
         batch.reports[record.device_id, report.seq] = accepted
 
+    def _refused_for_another_key(self, item: Parsed, record: DeviceRecord) -> bool:
+        """Refuse a message not signed with the key ``record`` holds at this point of the batch.
+
+        The signature was checked with the key the device had when the batch was parsed, or
+        the one a registration earlier in the batch asked for: a registration decided since
+        (here, or by another collector) may have replaced the one or refused the other.
+        """
+        if item.verified_key is not None and record.public_key == item.verified_key.raw:
+            return False
+        self._remember(record.device_id, record)
+        item.refuse(
+            ErrorCode.BAD_SIGNATURE,
+            "not signed with the device's registered key (it changed while this was in flight)",
+            answer=True,
+        )
+        return True
+
     async def _flush(self, tx: Transaction, batch: _Batch) -> None:
         """Apply the pending reports' counts (one bulk write) and refresh the records."""
         if not batch.pending:
@@ -366,6 +381,8 @@ class Ingest:
         self, tx: Transaction, batch: _Batch, item: Parsed, request: DeregistrationRequest
     ) -> None:
         record = batch.records.get(request.device_id)
+        if record is not None and self._refused_for_another_key(item, record):
+            return
         if record is None or not record.registered:
             item.refuse(ErrorCode.NOT_REGISTERED, "this device is not registered", answer=True)
             return

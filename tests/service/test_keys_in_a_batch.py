@@ -1,0 +1,101 @@
+"""Keys that change inside one batch: each message is checked against the key its device has
+at that point of the batch, in arrival order, as if the messages came one by one."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from smartlic.protocol import (
+    Authorization,
+    ErrorCode,
+    KeyType,
+    RegistrationResult,
+    SigningKey,
+    Udi,
+    open_message,
+)
+
+from .ingest_support import collector, decide, devices, refusals, report, uplink
+from .support import Device
+
+if TYPE_CHECKING:
+    from .support import Site
+
+TAG = "network-advantage"
+
+
+def new_key() -> SigningKey:
+    return SigningKey.from_seed(KeyType.ED25519, secrets.token_bytes(32))
+
+
+async def test_a_report_behind_its_devices_registration_is_verified_with_the_registered_key(
+    collector_site: Site,
+) -> None:
+    await collector_site.deposit("PO-1", quantity=10)
+    token = await collector_site.token()
+    device = Device(
+        udi=Udi(product_id="C9300-24T", serial="K1"),
+        broker_url="",
+        collector_key=collector_site.key,
+    )
+    async with collector(collector_site) as ingest:
+        prepared = await decide(
+            ingest, [uplink(device, device.registration(token)), report(device, {TAG: 2})]
+        )
+    answers = [open_message(item.answer or b"").message for item in prepared.items]
+    assert [None, None] == refusals(prepared)
+    assert [RegistrationResult, Authorization] == [type(a) for a in answers]
+    assert 2 == await collector_site.in_use()
+
+
+async def test_a_device_registering_a_new_key_has_its_next_report_checked_with_it(
+    collector_site: Site,
+) -> None:
+    token = await collector_site.token()
+    (device,) = await devices(collector_site, "K2")
+    leave, _ = device.deregistration_bytes()
+    async with collector(collector_site) as ingest:
+        await decide(ingest, [uplink(device, leave)])
+        device.key = new_key()
+        prepared = await decide(
+            ingest, [uplink(device, device.registration(token)), report(device, {TAG: 1})]
+        )
+    assert [None, None] == refusals(prepared)
+    assert 1 == await collector_site.in_use()
+
+
+async def test_a_report_signed_with_a_key_whose_registration_failed_is_refused(
+    collector_site: Site,
+) -> None:
+    """The new key's registration is refused (the device is still registered): the report
+    signed with that key is not the device's."""
+    token = await collector_site.token()
+    (device,) = await devices(collector_site, "K3")
+    device.key = new_key()
+    async with collector(collector_site) as ingest:
+        prepared = await decide(
+            ingest, [uplink(device, device.registration(token)), report(device, {TAG: 1})]
+        )
+    assert [ErrorCode.ALREADY_REGISTERED, ErrorCode.BAD_SIGNATURE] == refusals(prepared)
+    assert 0 == await collector_site.in_use()
+
+
+async def test_a_deregistration_signed_with_the_key_just_replaced_is_refused(
+    collector_site: Site,
+) -> None:
+    """Whoever holds a device's old key cannot undo the registration that replaced it."""
+    token = await collector_site.token()
+    (device,) = await devices(collector_site, "K4")
+    leave, _ = device.deregistration_bytes()
+    leave_again, _ = device.deregistration_bytes()
+    old_key, device.key = device.key, new_key()
+    register = uplink(device, device.registration(token))
+    device.key = old_key
+    async with collector(collector_site) as ingest:
+        prepared = await decide(
+            ingest, [uplink(device, leave), register, uplink(device, leave_again)]
+        )
+    rows = await collector_site.query("SELECT state FROM devices")
+    assert [None, None, ErrorCode.BAD_SIGNATURE] == refusals(prepared)
+    assert [{"state": "registered"}] == rows
