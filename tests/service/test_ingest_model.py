@@ -1,29 +1,35 @@
 """The collector's batches against a model of the rules, for any mix of messages (SPEC §3 to §5).
 
-Devices send fresh, clock-skewed, replayed and re-sent reports, garbage and deregistrations,
-in batches of any make-up; a few lines of model decide the same messages one by one. The
-collector must refuse exactly what the model refuses, count exactly what it counts, answer a
-duplicate with the very answer it gave first, and leave each device's newest compliance notice
-saying what the final counts say.
+Devices register (again, with new keys, with forged proofs), send fresh, clock-skewed,
+replayed and re-sent reports, garbage and deregistrations, in batches of any make-up; a few
+lines of model decide the same messages one by one. The collector must refuse exactly what
+the model refuses, count exactly what it counts, answer a duplicate with the very answer it
+gave first, and leave each device's newest compliance notice saying what the final counts say.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from smartlic.collector.service.decisions import report_digest
 from smartlic.protocol import (
     Authorization,
     ComplianceNotice,
     ErrorCode,
+    KeyType,
     OutOfComplianceNotice,
+    RegistrationRequest,
+    RegistrationResult,
+    SigningKey,
+    Udi,
     UsageReport,
     open_message,
 )
@@ -37,40 +43,58 @@ if TYPE_CHECKING:
     from smartlic.collector.service.outbox import Outgoing
 
 ENTITLED = {"a": 3, "b": 1}
-DEVICES = 3
+REGISTERED, NEWCOMERS = 3, 2
+TOKEN_USES = 3
 LONG_AGO = 86_400
+GARBAGE = b"\xa1\x01"
+KINDS = ["report", "report", "skewed", "replayed", "resent", "garbage", "leave"]
+KINDS += ["join", "rekey", "forged"]
 
 counts = st.dictionaries(st.sampled_from(sorted(ENTITLED)), st.integers(0, 3), max_size=2)
 operations = st.tuples(
-    st.integers(0, DEVICES - 1),
-    st.sampled_from(["report", "report", "skewed", "replayed", "resent", "garbage", "leave"]),
-    counts,
-    st.integers(0, 7),
+    st.integers(0, REGISTERED + NEWCOMERS - 1), st.sampled_from(KINDS), counts, st.integers(0, 7)
 )
 """(which device, what it sends, the counts it reports, which earlier report it re-sends)."""
+Operation = tuple[int, str, dict[str, int], int]
+
+
+def new_key() -> SigningKey:
+    return SigningKey.from_seed(KeyType.ED25519, secrets.token_bytes(32))
 
 
 @dataclass
 class Model:
     """One device as the rules see it."""
 
-    registered: bool = True
+    stored_key: bytes | None
+    """The key on the collector's record of the device; None while it has none."""
+    registered: bool
+    epoch: int = 0
+    """How many times it has been registered: each registration opens a new window."""
     last_seq: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     accepted: dict[int, bytes] = field(default_factory=dict)
-    """Accepted sequence numbers, each with its report's payload digest."""
+    """This registration's accepted sequence numbers, each with its payload's digest."""
 
-    def decide(self, payload: bytes) -> ErrorCode | None:
-        """What the collector must make of ``payload``; None when it is accepted or a duplicate."""
-        message = open_message(payload).message
-        if not isinstance(message, UsageReport):
-            if not self.registered:
-                return ErrorCode.NOT_REGISTERED
-            self.registered, self.counts = False, {}
-            return None
+    def register(self, public_key: bytes, uses: Counter[str]) -> ErrorCode | None:
+        if self.registered:
+            # The same key again is a retry; another needs a deregistration first.
+            return None if public_key == self.stored_key else ErrorCode.ALREADY_REGISTERED
+        if uses["token"] >= TOKEN_USES:
+            return ErrorCode.TOKEN_USED_UP
+        uses["token"] += 1
+        self.stored_key, self.registered, self.epoch = public_key, True, self.epoch + 1
+        self.last_seq, self.counts, self.accepted = 0, {}, {}
+        return None
+
+    def decide(self, message: UsageReport | None, digest: bytes) -> ErrorCode | None:
+        """What the collector must make of a report (or, for None, a deregistration) signed
+        with the stored key; None for accepted, and for an exact duplicate."""
         if not self.registered:
             return ErrorCode.NOT_REGISTERED
-        digest = report_digest(open_message(payload).envelope.payload)
+        if message is None:
+            self.registered, self.counts = False, {}
+            return None
         if message.seq <= self.last_seq:
             return None if self.accepted.get(message.seq) == digest else ErrorCode.REPLAYED
         if abs(message.issued_at - now()) > 3600:
@@ -82,14 +106,24 @@ class Model:
         return None
 
 
-def _payload(
-    device: Device, operation: tuple[int, str, dict[str, int], int], earlier: list[bytes]
-) -> bytes:
+@dataclass(frozen=True)
+class Sent:
+    payload: bytes
+    signer: bytes
+
+
+def _send(device: Device, operation: Operation, token: str, earlier: list[Sent]) -> Sent:
     _, kind, reported, pick = operation
     if kind == "garbage":
-        return b"\xa1\x01"
+        return Sent(GARBAGE, device.key.public.raw)
     if kind == "leave":
-        return device.deregistration_bytes()[0]
+        return Sent(device.deregistration_bytes()[0], device.key.public.raw)
+    if kind == "rekey":
+        device.key = new_key()
+    if kind in {"join", "rekey"}:
+        return Sent(device.registration(token), device.key.public.raw)
+    if kind == "forged":
+        return Sent(device.registration(token, key=new_key()), b"")
     if kind == "resent" and earlier:
         return earlier[pick % len(earlier)]
     if kind == "replayed" and device.seq:
@@ -98,65 +132,118 @@ def _payload(
         payload = device.report_bytes(reported, issued_at=now() - LONG_AGO)
     else:
         payload = device.report_bytes(reported)
-    earlier.append(payload)
-    return payload
+    earlier.append(Sent(payload, device.key.public.raw))
+    return earlier[-1]
 
 
 @dataclass
 class Run:
     fleet: list[Device]
     models: list[Model]
+    uses: Counter[str] = field(default_factory=Counter)
     expected: list[ErrorCode | None] = field(default_factory=list)
     refused: list[ErrorCode | None] = field(default_factory=list)
     sent: list[Outgoing] = field(default_factory=list)
     in_use: Counter[str] = field(default_factory=Counter)
-    first_answers: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
-    duplicate_answers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    answers: dict[tuple[int, int, int], bytes] = field(default_factory=dict)
+    """The answer each accepted report got, by (device, registration, seq)."""
+    duplicates: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
     """(the answer a duplicate got, the answer its original got)."""
 
+    def expect(self, batch: Sequence[tuple[int, Sent]]) -> list[tuple[int, int, int] | None]:
+        """The model's verdict on each message of a batch, in order; for each accepted or
+        duplicate report, the key of its answer."""
+        start = [m.stored_key for m in self.models]
+        registering: dict[int, bytes] = {}
+        keys: list[tuple[int, int, int] | None] = []
+        for n, sent in batch:
+            model, key = self.models[n], None
+            if sent.payload == GARBAGE:
+                code: ErrorCode | None = ErrorCode.MALFORMED_CBOR
+            else:
+                opened = open_message(sent.payload)
+                message = opened.message
+                if isinstance(message, RegistrationRequest):
+                    registering[n] = message.public_key
+                    code = (
+                        ErrorCode.PROOF_OF_POSSESSION
+                        if sent.signer != message.public_key
+                        else model.register(message.public_key, self.uses)
+                    )
+                else:
+                    checked_with = registering.get(n, start[n])
+                    report = message if isinstance(message, UsageReport) else None
+                    if checked_with is None:
+                        code = ErrorCode.UNKNOWN_DEVICE
+                    elif sent.signer != checked_with:
+                        code = ErrorCode.BAD_SIGNATURE
+                    elif model.stored_key is None:
+                        code = ErrorCode.UNKNOWN_DEVICE if report else ErrorCode.NOT_REGISTERED
+                    elif sent.signer != model.stored_key:
+                        code = ErrorCode.BAD_SIGNATURE
+                    else:
+                        code = model.decide(report, report_digest(opened.envelope.payload))
+                        if code is None and report is not None:
+                            key = (n, model.epoch, report.seq)
+            self.expected.append(code)
+            keys.append(key)
+        return keys
 
-async def _run(batches: Sequence[Sequence[tuple[int, str, dict[str, int], int]]]) -> Run:
+
+async def _run(batches: Sequence[Sequence[Operation]]) -> Run:
     with tempfile.TemporaryDirectory() as folder:
         site = await Site.create(Path(folder))
         await site.account("ACME")
         for n, (tag, quantity) in enumerate(ENTITLED.items()):
             await site.deposit(f"PO-{n}", tag=tag, quantity=quantity)
-        fleet = await devices(site, *(f"M{n}" for n in range(DEVICES)))
-        run = Run(fleet=fleet, models=[Model() for _ in fleet])
-        earlier: list[list[bytes]] = [[] for _ in fleet]
+        token = await site.token(max_uses=TOKEN_USES)
+        fleet = await devices(site, *(f"M{n}" for n in range(REGISTERED)))
+        fleet += [
+            Device(
+                udi=Udi(product_id="C9300-24T", serial=f"N{n}"),
+                broker_url="",
+                collector_key=site.key,
+            )
+            for n in range(NEWCOMERS)
+        ]
+        run = Run(
+            fleet=fleet,
+            models=[
+                Model(stored_key=d.key.public.raw, registered=True, epoch=1)
+                for d in fleet[:REGISTERED]
+            ]
+            + [Model(stored_key=None, registered=False) for _ in range(NEWCOMERS)],
+        )
+        earlier: list[list[Sent]] = [[] for _ in fleet]
         async with collector(site) as ingest:
             for batch in batches:
-                payloads = [(op[0], _payload(fleet[op[0]], op, earlier[op[0]])) for op in batch]
-                for n, payload in payloads:
-                    garbage = payload == b"\xa1\x01"
-                    run.expected.append(
-                        ErrorCode.MALFORMED_CBOR if garbage else run.models[n].decide(payload)
-                    )
-                prepared = await ingest.prepare([uplink(fleet[n], p) for n, p in payloads])
+                messages = [(op[0], _send(fleet[op[0]], op, token, earlier[op[0]])) for op in batch]
+                keys = run.expect(messages)
+                prepared = await ingest.prepare([uplink(fleet[n], s.payload) for n, s in messages])
                 run.sent += await ingest.commit(prepared, now())
                 run.refused += refusals(prepared)
-                for (n, payload), item in zip(payloads, prepared.items, strict=True):
-                    if item.refusal is None and item.answer is not None:
-                        key = (fleet[n].device_id, payload)
-                        first = run.first_answers.setdefault(key, item.answer)
-                        if first is not item.answer:
-                            run.duplicate_answers.append((item.answer, first))
+                for key, item in zip(keys, prepared.items, strict=True):
+                    if key is not None and key in run.answers:
+                        run.duplicates.append((item.answer, run.answers[key]))
+                    elif key is not None and item.answer is not None:
+                        run.answers[key] = item.answer
         for tag in ENTITLED:
             run.in_use[tag] = await site.in_use(tag)
         return run
 
 
-def _newest_compliance_notice(device: Device, sent: Sequence[Outgoing]) -> ComplianceNotice | None:
-    newest: ComplianceNotice | None = None
+def _newest_compliance_notice(device: Device, sent: Sequence[Outgoing]) -> type | None:
+    """The kind of the newest compliance notice since the device's last registration."""
+    newest: tuple[int, type | None] = (0, None)
     for outgoing in sent:
         if outgoing.device_id != device.device_id:
             continue
         message = open_message(outgoing.payload).message
-        if isinstance(message, ComplianceNotice) and (
-            newest is None or message.notice_seq > newest.notice_seq
-        ):
-            newest = message
-    return newest
+        if isinstance(message, RegistrationResult) and message.notice_seq > newest[0]:
+            newest = (message.notice_seq, None)
+        if isinstance(message, ComplianceNotice) and message.notice_seq > newest[0]:
+            newest = (message.notice_seq, type(message))
+    return newest[1]
 
 
 batches = st.lists(st.lists(operations, min_size=1, max_size=10), min_size=1, max_size=4)
@@ -165,19 +252,23 @@ batches = st.lists(st.lists(operations, min_size=1, max_size=10), min_size=1, ma
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=batches)
 def test_the_collector_decides_every_batch_as_the_rules_do(
-    batches: list[list[tuple[int, str, dict[str, int], int]]],
+    batches: list[list[Operation]],
 ) -> None:
     run = asyncio.run(_run(batches))
+    for code in {c.name if c else "accepted" for c in run.expected}:
+        event(code)
+    if run.duplicates:
+        event("duplicate answered again")
     assert run.expected == run.refused
     in_use: Counter[str] = Counter()
     for model in run.models:
         if model.registered:
             in_use.update(model.counts)
     assert +in_use == +run.in_use
-    assert all(answer == first for answer, first in run.duplicate_answers)
+    assert all(answer == first for answer, first in run.duplicates)
     for device, model in zip(run.fleet, run.models, strict=True):
         newest = _newest_compliance_notice(device, run.sent)
         if not model.registered or newest is None:
             continue
         short = any(n > 0 and in_use[tag] > ENTITLED[tag] for tag, n in model.counts.items())
-        assert (OutOfComplianceNotice if short else Authorization) is type(newest), device
+        assert (OutOfComplianceNotice if short else Authorization) is newest, device
