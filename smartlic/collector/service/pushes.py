@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from smartlic.collector.changes import Change, PoolFlip
     from smartlic.collector.store import Transaction
+    from smartlic.protocol import ComplianceStatus
 
 
 async def pushes_for_flips(
@@ -32,16 +33,20 @@ async def pushes_for_flips(
 
     A device's status depends on every tag it consumes, so it is judged with all of its VA's
     pools: one consuming a tag that flipped and another that stays short does not change.
+    ``flips`` are in the order they happened; a pool that flipped more than once is judged
+    from before its first flip, which is what its devices were last told, to after its last.
     """
-    by_va: defaultdict[int, dict[str, PoolFlip]] = defaultdict(dict)
+    by_va: defaultdict[int, dict[str, tuple[ComplianceStatus, ComplianceStatus]]]
+    by_va = defaultdict(dict)
     for flip in flips:
-        by_va[flip.va_id][flip.tag] = flip
+        first = by_va[flip.va_id].get(flip.tag)
+        by_va[flip.va_id][flip.tag] = (first[0] if first else flip.before, flip.after)
     requests: list[NoticeRequest] = []
     for va_id, flipped in sorted(by_va.items()):
         pools = await load_pools(tx, [va_id], now)
         after = {tag: pool.status for (_, tag), pool in pools.items()}
-        after.update({tag: flip.after for tag, flip in flipped.items()})
-        before = {**after, **{tag: flip.before for tag, flip in flipped.items()}}
+        after.update({tag: last for tag, (_, last) in flipped.items()})
+        before = {**after, **{tag: first for tag, (first, _) in flipped.items()}}
         for device in await consumers(tx, va_id, flipped.keys()):
             if device.device_id in exclude:
                 continue
