@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from smartlic.collector.devices import NewDevice, register_devices
 from smartlic.collector.service.crypto import CryptoPool
 from smartlic.collector.service.ingest import Ingest, Prepared, Settings
+from smartlic.collector.service.notices import number_notices
+from smartlic.collector.service.pushes import pushes_for_changes
 from smartlic.collector.store import open_store
 from smartlic.mqtt.common import MqttMessage
 from smartlic.protocol import Algorithm, ErrorCode, Udi
@@ -20,6 +22,9 @@ from .support import TOPICS, Device, now
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
+
+    from smartlic.collector.store import Store
+    from smartlic.protocol import CollectorMessage
 
     from .support import Site
 
@@ -71,8 +76,13 @@ async def devices(site: Site, *serials: str, va: str = "DEFAULT") -> list[Device
 
 def uplink(device: Device, payload: bytes) -> MqttMessage:
     """``payload`` as received on ``device``'s uplink topic."""
+    return uplink_message(TOPICS.uplink(device.device_id), payload)
+
+
+def uplink_message(topic: str, payload: bytes) -> MqttMessage:
+    """``payload`` as the collector receives it on ``topic``."""
     return MqttMessage(
-        topic=TOPICS.uplink(device.device_id),
+        topic=topic,
         payload=payload,
         qos=1,
         mid=next(_mids),
@@ -100,3 +110,13 @@ async def decide(ingest: Ingest, messages: Sequence[MqttMessage]) -> Prepared:
 
 def refusals(prepared: Prepared) -> list[ErrorCode | None]:
     return [item.refusal.code if item.refusal else None for item in prepared.items]
+
+
+async def changes_pushed(
+    store: Store, since: int, *, at: int
+) -> tuple[int, list[CollectorMessage]]:
+    """The service's change-feed loop, once and without its task: the feed's new mark and the
+    notices its changes since ``since`` push (numbered, not signed)."""
+    async with store.write() as tx:
+        mark, requests, errors = await pushes_for_changes(tx, since, now=at)
+        return mark, await number_notices(tx, [*requests, *errors], now=at)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from smartlic.collector.service.notices import number_notices
 from smartlic.collector.service.pushes import pushes_for_changes
 from smartlic.collector.store import open_store
 from smartlic.protocol import (
@@ -27,7 +26,7 @@ from smartlic.protocol import (
     open_message,
 )
 
-from .ingest_support import collector, decide, devices, report
+from .ingest_support import changes_pushed, collector, decide, devices, report
 from .support import Device, Site, now
 
 
@@ -113,9 +112,7 @@ class Pools:
 async def _poll(site: Site, since: int, told: list[tuple[str, CollectorMessage]]) -> int:
     store = await open_store(site.db)
     try:
-        async with store.write() as tx:
-            mark, requests, errors = await pushes_for_changes(tx, since, now=now())
-            built = await number_notices(tx, [*requests, *errors], now=now())
+        mark, built = await changes_pushed(store, since, at=now())
     finally:
         await store.close()
     told += [(m.device_id, m) for m in built]

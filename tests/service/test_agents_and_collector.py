@@ -1,0 +1,218 @@
+"""Real agent cores against the real collector's batches, with the network in between lossy.
+
+No broker: what the agents publish waits in a queue that the collector takes in batches of any
+size, and what the collector sends waits per device until it is delivered, lost, or the
+report behind it is delivered again (a broker redelivering what it saw no PUBACK for).
+Meanwhile usage changes, time passes, and an administrator moves licenses between VAs. Once
+the network is fair again, every agent must end where the collector's records say it is: the
+same counts, and authorized exactly when none of the pools of the tags it uses is short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from smartlic.agent.actions import Publish
+from smartlic.agent.core import AgentCore
+from smartlic.agent.states import LicenseState
+from smartlic.protocol import KeyType, SigningKey, Udi, seal
+
+from .ingest_support import changes_pushed, collector, uplink_message
+from .support import Site, now
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from smartlic.agent.actions import Action
+    from smartlic.collector.service.ingest import Ingest
+    from smartlic.mqtt.common import MqttMessage
+
+TAGS = ("a", "b")
+AGENTS = 3
+LICENSES = {"a": 2, "b": 1}
+HOUR = 3600.0
+
+transfers = st.tuples(st.just("transfer"), st.integers(0, 1), st.just(0), st.sampled_from(TAGS))
+steps = st.one_of(
+    transfers,
+    st.tuples(
+        st.just("usage"), st.integers(0, AGENTS - 1), st.integers(0, 3), st.sampled_from(TAGS)
+    ),
+    st.tuples(
+        st.just("time"),
+        st.integers(1, 4),
+        st.sampled_from([1.0, 60.0, HOUR, 10 * HOUR]),
+        st.just(""),
+    ),
+    st.tuples(st.just("collect"), st.integers(1, 8), st.just(0), st.just("")),
+    st.tuples(st.just("deliver"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
+    st.tuples(st.just("lose"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
+    st.tuples(st.just("redeliver"), st.integers(0, 20), st.just(0), st.just("")),
+    st.tuples(st.just("transfer"), st.integers(0, 1), st.just(0), st.sampled_from(TAGS)),
+)
+Step = tuple[str, int, float, str]
+
+
+@dataclass
+class Network:
+    """The broker, as far as delivery goes: QoS 1, in order, at least once."""
+
+    agents: list[AgentCore]
+    ingest: Ingest
+    site: Site
+    now: float
+    up: list[MqttMessage] = field(default_factory=list)
+    taken: list[MqttMessage] = field(default_factory=list)
+    """Every message the collector took, so any may be redelivered."""
+    down: dict[str, list[bytes]] = field(default_factory=dict)
+    mark: int = 0
+
+    def run(self, agent: AgentCore, actions: list[Action]) -> None:
+        queue = list(actions)
+        while queue:
+            action = queue.pop(0)
+            if isinstance(action, Publish):
+                self.up.append(uplink_message(action.topic, action.payload))
+                queue += agent.publish_acked(action, self.now)
+
+    async def collect(self, count: int) -> None:
+        batch, self.up = self.up[:count], self.up[count:]
+        if not batch:
+            return
+        self.taken += batch
+        sent = await self.ingest.process(batch, int(self.now))
+        for outgoing in sent:
+            self.down.setdefault(outgoing.device_id, []).append(outgoing.payload)
+
+    def deliver(self, n: int) -> None:
+        agent = self.agents[n]
+        for payload in self.down.pop(agent.device_id, []):
+            self.run(agent, agent.received(agent.downlink, payload, self.now))
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+        for agent in self.agents:
+            self.run(agent, agent.tick(self.now))
+
+    async def poll_changes(self) -> None:
+        """The service's change-feed loop, without its task: push what the changes call for."""
+        self.mark, built = await changes_pushed(self.ingest.store, self.mark, at=int(self.now))
+        for message in built:
+            self.down.setdefault(message.device_id, []).append(seal(message, self.site.key))
+
+    async def settle(self) -> None:
+        """A fair network until nothing moves: everything sent is taken and delivered."""
+        for _ in range(40):
+            await self.collect(len(self.up))
+            for n in range(len(self.agents)):
+                self.deliver(n)
+            if not self.up and not self.down:
+                self.tick(HOUR)
+                if not self.up:
+                    return
+        raise AssertionError("the network did not settle")
+
+
+async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
+    kind, n, amount, tag = step
+    if kind == "usage":
+        usage[n] = {**usage[n], tag: int(amount)}
+        net.run(net.agents[n], net.agents[n].usage_changed(usage[n], net.now))
+    elif kind == "time":
+        for _ in range(n):
+            net.tick(amount)
+    elif kind == "collect":
+        await net.collect(n)
+    elif kind == "deliver":
+        net.deliver(n)
+    elif kind == "lose":
+        net.down.pop(net.agents[n].device_id, None)
+    elif kind == "redeliver" and net.taken:
+        net.up.append(net.taken[n % len(net.taken)])
+    elif kind == "transfer":
+        vas = ("DEFAULT", "Engineering")
+        rows = await net.site.query(
+            "SELECT COALESCE(SUM(l.quantity), 0) AS n FROM licenses l JOIN virtual_accounts v"
+            " ON v.id = l.va_id WHERE v.name = ? AND l.tag = ?",
+            (vas[n], tag),
+        )
+        if int(rows[0]["n"]) > 0:
+            await net.site.transfer(1, from_va=vas[n], to_va=vas[1 - n], tag=tag)
+            await net.poll_changes()
+            event("licenses transferred")
+
+
+async def _final_state(site: Site) -> tuple[dict[str, dict[str, int]], dict[str, bool]]:
+    """Each device's counts in the store, and whether the store has it authorized."""
+    usage = await site.query(
+        "SELECT d.device_id, u.tag, u.count FROM device_usage u"
+        " JOIN devices d ON d.id = u.device_id"
+    )
+    pools = await site.query(
+        "SELECT p.tag, p.in_use, COALESCE((SELECT SUM(quantity) FROM licenses l"
+        " WHERE l.va_id = p.va_id AND l.tag = p.tag), 0) AS entitled FROM pool_usage p"
+        " JOIN virtual_accounts v ON v.id = p.va_id WHERE v.name = 'DEFAULT'"
+    )
+    short = {r["tag"] for r in pools if int(r["in_use"]) > int(r["entitled"])}
+    counts: dict[str, dict[str, int]] = {}
+    for row in usage:
+        counts.setdefault(str(row["device_id"]), {})[str(row["tag"])] = int(row["count"])
+    authorized = {d: not (short & {t for t, c in used.items() if c}) for d, used in counts.items()}
+    return counts, authorized
+
+
+async def _run(steps_taken: Sequence[Step], seed: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        site = await Site.create(Path(folder))
+        await site.account("ACME", "Engineering")
+        for n, (tag, quantity) in enumerate(LICENSES.items()):
+            await site.deposit(f"PO-{n}", tag=tag, quantity=quantity)
+        token = await site.token()
+        draw = random.Random(seed)  # noqa: S311 -- reproducible entropy for the agents
+        agents = [
+            AgentCore.new(
+                Udi(product_id="ISR4331", serial=f"E{n}"),
+                key=SigningKey.from_seed(KeyType.ED25519, draw.randbytes(32)),
+                entropy=draw.randbytes,
+            )
+            for n in range(AGENTS)
+        ]
+        async with collector(site) as ingest:
+            (row,) = await site.query("SELECT COALESCE(MAX(id), 0) AS id FROM changes")
+            net = Network(
+                agents=agents, ingest=ingest, site=site, now=float(now()), mark=int(row["id"])
+            )
+            usage: list[dict[str, int]] = [{} for _ in agents]
+            for agent in agents:
+                net.run(agent, agent.start(net.now) + agent.connected(net.now))
+                net.run(agent, agent.register(token, net.now))
+            await net.settle()
+            for step in steps_taken:
+                await _apply(net, step, usage)
+            await net.settle()
+        counts, authorized = await _final_state(site)
+    for agent, used in zip(agents, usage, strict=True):
+        stored = counts.get(agent.device_id, {})
+        assert {t: c for t, c in used.items() if c} == stored, agent.device_id
+        expected = (
+            LicenseState.AUTHORIZED
+            if authorized.get(agent.device_id, True)
+            else LicenseState.OUT_OF_COMPLIANCE
+        )
+        assert expected is agent.state, agent.device_id
+        event(f"an agent ends {expected.name}")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps_taken=st.lists(steps, max_size=25), seed=st.integers(0, 2**32 - 1))
+def test_agents_end_where_the_collector_has_them_whatever_the_network_did(
+    steps_taken: list[Step], seed: int
+) -> None:
+    asyncio.run(_run(steps_taken, seed))
