@@ -147,15 +147,26 @@ def refuse_consumption_in_holding_account(account: Account, doing: str) -> None:
         )
 
 
-async def find_account(tx: Transaction, name: str) -> Account:
+async def find_account(tx: Transaction, name: str, *, seen_by: Actor | None) -> Account:
+    """The account named ``name``, as ``seen_by`` may know of it.
+
+    One who holds no role in an account cannot list it, so for them it is not there, just as
+    an account that does not exist: a refusal never tells anyone of what they could not list
+    (docs/collector.md, *Roles*). ``seen_by`` is None where an account is named as a
+    destination, which takes no role in it (a partner delivering an order to a customer).
+    """
     row = await tx.fetch_one("SELECT * FROM accounts WHERE name = ?", (name,))
-    if row is None:
+    if row is None or (
+        seen_by is not None and not seen_by.reaches(Permission.ACCOUNT_READ, int(row["id"]))
+    ):
         raise NotFound(f"no account named {name!r}")
     return Account.from_row(row)
 
 
-async def find_smart_account(tx: Transaction, name: str, doing: str) -> Account:
-    account = await find_account(tx, name)
+async def find_smart_account(
+    tx: Transaction, name: str, doing: str, *, seen_by: Actor | None
+) -> Account:
+    account = await find_account(tx, name, seen_by=seen_by)
     require_smart_account(account, doing)
     return account
 

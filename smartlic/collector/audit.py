@@ -240,7 +240,7 @@ async def trail(
     if account_name is None:
         authorize(actor, Permission.AUDIT_READ, SITE)
         return await entries(tx, since=since)
-    account = await find_account(tx, account_name)
+    account = await find_account(tx, account_name, seen_by=actor)
     authorize(actor, Permission.AUDIT_READ, account.scope)
     return await entries(tx, account_id=account.id, since=since)
 

@@ -328,7 +328,7 @@ async def usage(
     tx: Transaction, actor: Actor, *, account_name: str, va_name: str | None, now: int
 ) -> list[PoolUsage]:
     """Per VA and tag: purchased now, in use, balance and status, for the VAs the actor sees."""
-    account = await find_account(tx, account_name)
+    account = await find_account(tx, account_name, seen_by=actor)
     refuse_consumption_in_holding_account(account, "usage")
     if va_name is not None:
         va = await find_virtual_account(tx, account, va_name)

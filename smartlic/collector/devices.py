@@ -414,8 +414,8 @@ async def deregister(
     return flips
 
 
-async def _device_account(tx: Transaction, name: str) -> Account:
-    account = await find_account(tx, name)
+async def _device_account(tx: Transaction, actor: Actor, name: str) -> Account:
+    account = await find_account(tx, name, seen_by=actor)
     refuse_consumption_in_holding_account(account, "devices")
     return account
 
@@ -446,7 +446,7 @@ async def deregister_device(
     tx: Transaction, actor: Actor, *, account_name: str, udi: str, now: int
 ) -> DeviceChange:
     """An administrator deregisters a device: it stops counting; the service tells it."""
-    account = await _device_account(tx, account_name)
+    account = await _device_account(tx, actor, account_name)
     device = await find_account_device(tx, actor, account, udi)
     authorize(actor, Permission.DEVICE_MANAGE, device.va_scope)
     flips = await deregister(tx, device, actor=actor.email, now=now)
@@ -466,7 +466,7 @@ async def move_device(
     tx: Transaction, actor: Actor, *, account_name: str, udi: str, to_va: str, now: int
 ) -> DeviceChange:
     """Move a registered device to another VA of its smart account; its counts move along."""
-    account = await _device_account(tx, account_name)
+    account = await _device_account(tx, actor, account_name)
     device = await find_account_device(tx, actor, account, udi)
     target = await find_virtual_account(tx, account, to_va)
     authorize(actor, Permission.DEVICE_MANAGE, device.va_scope)
@@ -520,7 +520,7 @@ async def list_devices(
     tx: Transaction, actor: Actor, *, account_name: str, va_name: str | None, now: int
 ) -> list[DeviceView]:
     """The account's devices (one VA's), with each registered device's compliance now."""
-    account = await _device_account(tx, account_name)
+    account = await _device_account(tx, actor, account_name)
     if va_name is not None:
         va = await find_virtual_account(tx, account, va_name)
         authorize(actor, Permission.DEVICE_READ, va.scope)

@@ -206,7 +206,9 @@ async def transfer_licenses(  # noqa: PLR0913 -- keyword-only fields of one requ
     no_overdraw: bool = False,
 ) -> LicenseTransfer:
     """Move ``count`` active licenses of ``tag`` between two VAs of one smart account."""
-    account = await find_smart_account(tx, account_name, "virtual accounts to transfer between")
+    account = await find_smart_account(
+        tx, account_name, "virtual accounts to transfer between", seen_by=actor
+    )
     source = await find_virtual_account(tx, account, from_va)
     target = await find_virtual_account(tx, account, to_va)
     authorize(actor, Permission.LICENSE_TRANSFER, source.scope)
@@ -304,7 +306,7 @@ async def provenance(
     now: int,
 ) -> list[Provenance]:
     """The lots of an account's pools (one VA's, one tag's), each traced to its order."""
-    account = await find_smart_account(tx, account_name, "license pools")
+    account = await find_smart_account(tx, account_name, "license pools", seen_by=actor)
     if va_name is not None:
         va = await find_virtual_account(tx, account, va_name)
         authorize(actor, Permission.LICENSE_READ, va.scope)

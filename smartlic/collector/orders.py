@@ -156,7 +156,7 @@ async def deposit_order(
     lines = [check_order_line(line) for line in lines]
     if not lines:
         raise InvalidRequest("an order has at least one line")
-    account = await find_account(tx, account_name)
+    account = await find_account(tx, account_name, seen_by=actor)
     va: VirtualAccount | None = None
     if account.kind is AccountKind.HOLDING:
         if va_name is not None:
@@ -263,7 +263,8 @@ async def transfer_order(
     refuse_unseen(actor, Permission.ORDER_READ, None, holding.scope, f"no order {number!r}")
     authorize(actor, Permission.ORDER_TRANSFER, holding.scope)
     require_in_holding_account(number, holding)
-    customer = await find_account(tx, to_account)
+    # The customer is named as the destination: delivering to it takes no role in it.
+    customer = await find_account(tx, to_account, seen_by=None)
     if customer.kind is AccountKind.HOLDING:
         raise Refused(
             f"{customer.name} is a partner holding account: orders are delivered to a"
@@ -321,7 +322,7 @@ async def transfer_order(
 async def list_orders(tx: Transaction, actor: Actor, account_name: str) -> list[Order]:
     """Orders held by the account or deposited into it (a holding account's delivered ones
     too), restricted for VA-scoped readers to orders that landed in their VAs."""
-    account = await find_account(tx, account_name)
+    account = await find_account(tx, account_name, seen_by=actor)
     rows = await tx.fetch_all(
         "SELECT * FROM orders WHERE account_id = ? OR origin_account_id = ? ORDER BY number",
         (account.id, account.id),

@@ -142,7 +142,7 @@ async def create_token(  # noqa: PLR0913 -- keyword-only fields of one request
     entropy: Callable[[int], bytes],
 ) -> tuple[StoredToken, RegistrationToken]:
     """A token for the VA (default VA if none); the token itself is only returned here."""
-    account = await find_account(tx, account_name)
+    account = await find_account(tx, account_name, seen_by=actor)
     refuse_consumption_in_holding_account(account, "registration tokens")
     va = await virtual_account_or_default(tx, account, va_name)
     authorize(actor, Permission.TOKEN_MANAGE, va.scope)
@@ -201,7 +201,7 @@ async def _find_or_none(tx: Transaction, token_id: str) -> StoredToken | None:
 
 async def list_tokens(tx: Transaction, actor: Actor, account_name: str) -> list[StoredToken]:
     """The account's tokens (in the VAs the actor may see), newest first."""
-    account = await find_account(tx, account_name)
+    account = await find_account(tx, account_name, seen_by=actor)
     refuse_consumption_in_holding_account(account, "registration tokens")
     vas = await virtual_accounts_of(tx, account)
     visible = authorized_vas(actor, Permission.TOKEN_READ, account.scope, _pairs(vas))
@@ -219,7 +219,7 @@ def _pairs(vas: list[VirtualAccount]) -> list[tuple[int, str]]:
 async def revoke_token(
     tx: Transaction, actor: Actor, *, account_name: str, token_id: str, now: int
 ) -> StoredToken:
-    account = await find_account(tx, account_name)
+    account = await find_account(tx, account_name, seen_by=actor)
     refuse_consumption_in_holding_account(account, "registration tokens")
     token = await _find_or_none(tx, token_id.strip().lower())
     missing = f"{account.name} has no token {token_id}"

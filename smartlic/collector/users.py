@@ -132,7 +132,7 @@ def _grant_scope(account: Account, member: Member, va_id: int | None) -> Scope:
 
 async def list_users(tx: Transaction, actor: Actor, account_name: str) -> list[Member]:
     """The account's users and roles; a VA-scoped reader sees the grants of their VAs."""
-    account = await find_account(tx, account_name)
+    account = await find_account(tx, account_name, seen_by=actor)
     members = await _members(tx, account)
     if not actor.reaches(Permission.USER_READ, account.id):
         authorize(actor, Permission.USER_READ, account.scope)
@@ -154,7 +154,7 @@ async def add_user(
     now: int,
 ) -> Member:
     """Grant ``role`` in the account (or one of its VAs) to ``email``, creating the user."""
-    account = await find_account(tx, account_name)
+    account = await find_account(tx, account_name, seen_by=actor)
     check_grant_shape(role, account_kind=str(account.kind), has_va=va_name is not None)
     if va_name is not None:
         va = await find_virtual_account(tx, account, va_name)
@@ -222,7 +222,7 @@ async def remove_user(
     tx: Transaction, actor: Actor, *, account_name: str, email: str, now: int
 ) -> list[Member]:
     """Take every role ``email`` has in the account away; what was removed."""
-    account = await find_account(tx, account_name)
+    account = await find_account(tx, account_name, seen_by=actor)
     email = check_email(email)
     members = await _members(tx, account)
     removed = [(m, va_id) for m, va_id in members if m.email == email]

@@ -54,7 +54,7 @@ def _entry(
 async def create_virtual_account(
     tx: Transaction, actor: Actor, *, account_name: str, name: str, now: int
 ) -> VirtualAccount:
-    account = await find_smart_account(tx, account_name, _NO_VAS)
+    account = await find_smart_account(tx, account_name, _NO_VAS, seen_by=actor)
     authorize(actor, Permission.VA_MANAGE, account.scope)
     va = await insert_virtual_account(tx, account, name, is_default=False, now=now)
     await audit.append(tx, [_entry(actor, va, "va.create", after={"name": va.name})], now=now)
@@ -64,7 +64,7 @@ async def create_virtual_account(
 async def rename_virtual_account(
     tx: Transaction, actor: Actor, *, account_name: str, name: str, new_name: str, now: int
 ) -> VirtualAccount:
-    account = await find_smart_account(tx, account_name, _NO_VAS)
+    account = await find_smart_account(tx, account_name, _NO_VAS, seen_by=actor)
     va = await find_virtual_account(tx, account, name)
     authorize(actor, Permission.VA_MANAGE, va.scope)
     new_name = check_name("virtual account name", new_name)
@@ -127,7 +127,7 @@ async def delete_virtual_account(
     tx: Transaction, actor: Actor, *, account_name: str, name: str, now: int
 ) -> Deletion:
     """Delete an empty, non-default VA; its unused tokens are revoked and its grants removed."""
-    account = await find_smart_account(tx, account_name, _NO_VAS)
+    account = await find_smart_account(tx, account_name, _NO_VAS, seen_by=actor)
     va = await find_virtual_account(tx, account, name)
     authorize(actor, Permission.VA_MANAGE, va.scope)
     reason = can_delete_virtual_account(va, await contents(tx, va, now))
@@ -158,7 +158,7 @@ async def delete_virtual_account(
 async def set_default_virtual_account(
     tx: Transaction, actor: Actor, *, account_name: str, name: str, now: int
 ) -> VirtualAccount:
-    account = await find_smart_account(tx, account_name, _NO_VAS)
+    account = await find_smart_account(tx, account_name, _NO_VAS, seen_by=actor)
     va = await find_virtual_account(tx, account, name)
     authorize(actor, Permission.VA_MANAGE, account.scope)
     if va.is_default:
@@ -192,7 +192,7 @@ class VirtualAccountSummary:
 async def list_virtual_accounts(
     tx: Transaction, actor: Actor, account_name: str
 ) -> list[VirtualAccountSummary]:
-    account = await find_smart_account(tx, account_name, _NO_VAS)
+    account = await find_smart_account(tx, account_name, _NO_VAS, seen_by=actor)
     vas = await virtual_accounts_of(tx, account)
     visible = authorized_vas(
         actor, Permission.VA_READ, account.scope, [(v.id, v.name) for v in vas]
@@ -222,7 +222,7 @@ async def set_policy(
     now: int,
 ) -> VirtualAccount:
     """Change how often the VA's devices report and how long their authorizations last."""
-    account = await find_smart_account(tx, account_name, _NO_VAS)
+    account = await find_smart_account(tx, account_name, _NO_VAS, seen_by=actor)
     va = await find_virtual_account(tx, account, name)
     if report_interval is None and authorization_validity is None:
         authorize(actor, Permission.VA_READ, va.scope)

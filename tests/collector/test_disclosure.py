@@ -1,9 +1,11 @@
 """A refusal tells no one of an object they could not list.
 
-Acting on one named thing (a user's roles, a device, a token) is refused the same way whether
-it exists or not, for anyone who may not read it: an outsider, with no read of that kind in the
-account, for lack of reading (as the listing refuses them); a VA-scoped user, for whom a thing
-in another VA is, as in their listings, not there.
+An account is not there for anyone who holds no role in it, as it is not in their listing of
+accounts; nor, then, is anything in it. Acting on one named thing in an account one is in (a
+user's roles, a device, a token) is refused the same way whether it exists or not, for anyone
+who may not read it: one with no read of that kind in the account, for lack of reading (as the
+listing refuses them); a VA-scoped user, for whom a thing in another VA is, as in their
+listings, not there.
 """
 
 from __future__ import annotations
@@ -56,10 +58,26 @@ async def test_an_outsider_cannot_tell_a_member_from_a_stranger(site: Site) -> N
         site, remove_user, "bob@acme.example", as_=PAT, account_name=ACME, email="bob@acme.example"
     )
 
-    assert (f"PermissionDenied: permission denied: {PAT} lacks user.read on ACME", member) == (
-        stranger,
-        stranger,
-    )
+    assert ("NotFound: no account named 'ACME'", member) == (stranger, stranger)
+
+
+async def test_an_outsider_cannot_tell_an_account_or_its_vas_from_missing_ones(site: Site) -> None:
+    """Account names and their VAs' names are not told to those who hold no role there."""
+    tries = [("ACME", "Engineering"), ("ACME", "Secret"), ("Nobody", "DEFAULT")]
+    refusals = [
+        await _refusal(
+            site,
+            create_token,
+            account,
+            as_=PAT,
+            account_name=account,
+            va_name=va,
+            entropy=random.Random(0).randbytes,  # noqa: S311 -- never used: refused first
+        )
+        for account, va in tries
+    ]
+
+    assert ["NotFound: no account named 'NAME'"] * 3 == refusals
 
 
 async def test_a_va_admin_cannot_tell_a_member_of_another_va_from_a_stranger(site: Site) -> None:
@@ -88,13 +106,7 @@ async def test_an_outsider_cannot_tell_a_registered_device_from_an_unknown_one(s
         site, deregister_device, unknown, as_=PAT, account_name=ACME, udi=unknown
     )
 
-    assert (
-        f"PermissionDenied: permission denied: {PAT} lacks device.read on ACME",
-        registered,
-    ) == (
-        stranger,
-        stranger,
-    )
+    assert ("NotFound: no account named 'ACME'", registered) == (stranger, stranger)
 
 
 async def test_a_va_admin_cannot_tell_a_device_of_another_va_from_an_unknown_one(

@@ -324,6 +324,12 @@ READ_FIRST: Final = {
 """Operations on one named object whose refusal would tell someone who cannot list such
 objects whether it exists: such a one is refused for lack of reading them, as the listing
 refuses them, whether the object exists or not."""
+OUTSIDERS: Final = {
+    "ACME": frozenset({Role.PARTNER_ADMIN}),
+    "PartnerCo": frozenset(ROLES) - {Role.SITE_OPERATOR, Role.PARTNER_ADMIN},
+}
+"""Who holds no role in each account: it is not there for them, as it is not in their listing
+of accounts, whatever they ask of it (the table's mark aside)."""
 NOT_FOUND_UNLESS_READ: Final = {"order transfer": "order list PHA"}
 """Operations on an object named without its account (an order number): whoever cannot list
 it is told it does not exist, since naming its account would tell them where it is."""
@@ -339,6 +345,11 @@ async def test_each_role_may_do_exactly_what_the_table_says(
     rbac_template: Path, tmp_path: Path, expectation: Expectation, role: Role
 ) -> None:
     denied = await _attempt(rbac_template, tmp_path, expectation, role)
+    account = CALLS[expectation.operation][1].get("account_name")
+    if account is not None and role in OUTSIDERS[account]:
+        assert isinstance(denied, NotFound)
+        assert f"no account named {account!r}" == denied.message
+        return
     if expectation.operation in NOT_FOUND_UNLESS_READ and role not in _allowed(
         NOT_FOUND_UNLESS_READ[expectation.operation]
     ):
