@@ -8,17 +8,30 @@ report (``replies.py``). While connected, at most ``window`` publishes await the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import TYPE_CHECKING, Final
 
 from smartlic.agent.actions import Publish, ReportQueued
 from smartlic.agent.device import Device
 from smartlic.agent.outbox import OutboxEntry
 from smartlic.agent.retry import backoff_delay, unit_interval
-from smartlic.protocol import UsageReport, open_message, seal
+from smartlic.protocol import (
+    DeregistrationRequest,
+    RegistrationRequest,
+    UsageReport,
+    open_message,
+    seal,
+)
 from smartlic.protocol.fields import MAX_TAGS, PERIOD_MAX
 
 if TYPE_CHECKING:
     from smartlic.agent.actions import Action
+    from smartlic.agent.snapshot import PendingRequest
+
+REQUEST_REFRESH_AFTER: Final = 60.0
+"""Seconds after which a pending request is signed again with a fresh issue time before it is
+re-sent: the collector refuses requests issued outside its clock-skew window (300 s by
+default; SPEC §4), and one re-sent after an outage must not look like a replay."""
 
 
 def _zeros(payload: bytes) -> list[str]:
@@ -51,6 +64,7 @@ class Reporting(Device):
             self._pending_in_flight = window is not None
             self._pending_acked = window is None
             self.counters.publishes += 1
+            pending = self._refreshed(pending, now)
             out.append(
                 Publish(
                     topic=self.uplink,
@@ -66,6 +80,18 @@ class Reporting(Device):
                 continue
             room -= 1
             out.append(self._send(entry, now))
+
+    def _refreshed(self, pending: PendingRequest, now: float) -> PendingRequest:
+        """``pending``, issued again at ``now`` (same request id) when it has grown stale."""
+        request = open_message(pending.payload).message
+        if not isinstance(request, RegistrationRequest | DeregistrationRequest):
+            return pending
+        if now - request.issued_at < REQUEST_REFRESH_AFTER:
+            return pending
+        fresh = dataclasses.replace(request, issued_at=int(now))
+        self._pending = dataclasses.replace(pending, payload=seal(fresh, self._key))
+        self._dirty = True
+        return self._pending
 
     def _send(self, entry: OutboxEntry, now: float) -> Publish:
         s = self._settings

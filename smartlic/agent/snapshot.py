@@ -44,7 +44,7 @@ class PendingRequest:
     kind: RequestKind
     request_id: bytes
     payload: bytes
-    """The signed request, re-sent as is (same bytes) until answered."""
+    """The signed request, re-sent until answered (signed again, same id, once it is stale)."""
     fingerprint: bytes | None = None
     """For a registration: the collector fingerprint from the token, to verify the answer."""
 

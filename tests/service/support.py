@@ -274,14 +274,16 @@ class Device:
         await asyncio.sleep(seconds)
         return [o.message for o in self.inbox]
 
-    def registration(self, token: str, *, key: SigningKey | None = None) -> bytes:
+    def registration(
+        self, token: str, *, key: SigningKey | None = None, issued_at: int | None = None
+    ) -> bytes:
         request = RegistrationRequest(
             udi=self.udi,
             algorithm=Algorithm.ED25519,
             public_key=self.key.public.raw,
             token=token,
             request_id=secrets.token_bytes(8),
-            issued_at=now(),
+            issued_at=now() if issued_at is None else issued_at,
         )
         return seal(request, key or self.key)
 
@@ -310,10 +312,12 @@ class Device:
         seq = kwargs.get("seq") or self.seq
         return await self.expect(lambda m: getattr(m, "in_reply_to", None) == seq)
 
-    def deregistration_bytes(self) -> tuple[bytes, bytes]:
+    def deregistration_bytes(self, *, issued_at: int | None = None) -> tuple[bytes, bytes]:
         """A signed deregistration request, and its request id."""
         request = DeregistrationRequest(
-            device_id=self.device_id, request_id=secrets.token_bytes(8), issued_at=now()
+            device_id=self.device_id,
+            request_id=secrets.token_bytes(8),
+            issued_at=now() if issued_at is None else issued_at,
         )
         return seal(request, self.key), request.request_id
 

@@ -254,7 +254,7 @@ class Ingest:
         if refusal is None or not refusal.answer or item.device_id is None:
             return
         record = batch.records.get(item.device_id)
-        registering = refusal.code in _REGISTRATION_CODES
+        registering = item.registering
         if record is None and not registering:
             return
         batch.errors.append(
@@ -308,11 +308,7 @@ class Ingest:
                 answer=True,
             )
             return
-        skew = clock_skew_error(
-            issued_at=report.issued_at, now=batch.now, window=self.settings.clock_skew
-        )
-        if skew is not None:
-            item.refuse(ErrorCode.CLOCK_SKEW, skew, answer=True)
+        if self._refused_as_stale(item, batch, report.issued_at):
             return
         accepted = _Accepted(
             item=item,
@@ -324,6 +320,15 @@ class Ingest:
         batch.pending.append(accepted)
         batch.last_seq[record.device_id] = report.seq
         batch.reports[record.device_id, report.seq] = accepted
+
+    def _refused_as_stale(self, item: Parsed, batch: _Batch, issued_at: int) -> bool:
+        """Refuse a message issued outside the clock-skew window (SPEC §4, *Replay and
+        freshness*): a request or report kept and replayed later is refused, not acted on."""
+        skew = clock_skew_error(issued_at=issued_at, now=batch.now, window=self.settings.clock_skew)
+        if skew is None:
+            return False
+        item.refuse(ErrorCode.CLOCK_SKEW, skew, answer=True)
+        return True
 
     def _refused_for_another_key(self, item: Parsed, record: DeviceRecord) -> bool:
         """Refuse a message not signed with the key ``record`` holds at this point of the batch.
@@ -360,6 +365,8 @@ class Ingest:
     async def _register(
         self, tx: Transaction, batch: _Batch, item: Parsed, request: RegistrationRequest
     ) -> None:
+        if self._refused_as_stale(item, batch, request.issued_at):
+            return
         try:
             record, _ = await register_device(
                 tx,
@@ -385,6 +392,8 @@ class Ingest:
             return
         if record is None or not record.registered:
             item.refuse(ErrorCode.NOT_REGISTERED, "this device is not registered", answer=True)
+            return
+        if self._refused_as_stale(item, batch, request.issued_at):
             return
         batch.flips.extend(
             await deregister(tx, record, actor=f"device {record.device_id}", now=batch.now)
@@ -482,17 +491,3 @@ class Ingest:
                 device=record, request=request, collector_key=self.settings.key.public
             )
         return [(item, by_item[id(item)]) for item in batch.items if id(item) in by_item]
-
-
-_REGISTRATION_CODES = frozenset(
-    {
-        ErrorCode.PROOF_OF_POSSESSION,
-        ErrorCode.TOKEN_UNKNOWN,
-        ErrorCode.TOKEN_EXPIRED,
-        ErrorCode.TOKEN_REVOKED,
-        ErrorCode.TOKEN_USED_UP,
-        ErrorCode.TOKEN_HOLDING_ACCOUNT,
-        ErrorCode.ALREADY_REGISTERED,
-        ErrorCode.MALFORMED_TOKEN,
-    }
-)

@@ -47,6 +47,9 @@ class Parsed:
     refusal: Refusal | None = None
     reply_to: int | bytes | None = None
     """What a refusal answers: the report's seq or the request's id, when it was readable."""
+    registering: bool = False
+    """A refused registration request: its answer carries the collector's key, since the
+    device has none pinned yet, and it is answered whether or not the device is known."""
     answer: bytes | None = field(default=None, repr=False)
 
     @property
@@ -61,6 +64,7 @@ class Parsed:
                 self.reply_to = message.seq
             elif isinstance(message, RegistrationRequest | DeregistrationRequest):
                 self.reply_to = message.request_id
+                self.registering = isinstance(message, RegistrationRequest)
         self.opened = None
         if len(self.payload) > DEAD_LETTER_PAYLOAD_LIMIT:
             reason = f"{reason} (message of {len(self.payload)} bytes, first 64 KiB kept)"

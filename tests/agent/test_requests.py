@@ -1,0 +1,65 @@
+"""Pending (de)registration requests re-sent after an outage are issued afresh.
+
+The collector refuses a request issued outside its clock-skew window (SPEC §4): one kept
+through a long outage and re-sent as it was would be taken for a replay.
+"""
+
+from __future__ import annotations
+
+from agent_support import T0, Harness, device_key, new_core, of_type
+from smartlic.agent.actions import Publish
+from smartlic.agent.reporting import REQUEST_REFRESH_AFTER
+from smartlic.protocol import RegistrationRequest, open_message
+
+
+def _requests(harness: Harness) -> list[tuple[bytes | None, RegistrationRequest]]:
+    sent = []
+    for publish in of_type(harness.actions, Publish):
+        opened = open_message(publish.payload)
+        if isinstance(opened.message, RegistrationRequest):
+            opened.verify(device_key().public)
+            sent.append((publish.request_id, opened.message))
+    return sent
+
+
+def _outage(harness: Harness, seconds: float) -> float:
+    """The connection drops, and comes back ``seconds`` after T0."""
+    harness.run(harness.core.disconnected(T0 + 1), T0 + 1)
+    harness.run(harness.core.connected(T0 + seconds), T0 + seconds)
+    return T0 + seconds
+
+
+def test_a_request_re_sent_after_an_outage_is_issued_again_with_the_same_id() -> None:
+    harness = Harness(new_core())
+    harness.collector_up = False
+    harness.start(T0)
+    harness.register(T0)
+    later = _outage(harness, 7200)
+
+    (first_id, first), (again_id, again) = _requests(harness)
+    assert (first_id, int(T0), int(later)) == (again_id, first.issued_at, again.issued_at)
+    assert first.request_id == again.request_id == first_id
+
+
+def test_a_request_re_sent_soon_is_the_very_same_bytes() -> None:
+    harness = Harness(new_core())
+    harness.collector_up = False
+    harness.start(T0)
+    harness.register(T0)
+    _outage(harness, REQUEST_REFRESH_AFTER / 2)
+
+    first, again = (p.payload for p in of_type(harness.actions, Publish))
+    assert first == again
+
+
+def test_the_request_issued_again_is_what_a_restart_would_send() -> None:
+    harness = Harness(new_core())
+    harness.collector_up = False
+    harness.start(T0)
+    harness.register(T0)
+    _outage(harness, 7200)
+
+    stored = harness.storage.load()
+    assert stored is not None
+    assert stored.pending is not None
+    assert of_type(harness.actions, Publish)[-1].payload == stored.pending.payload
