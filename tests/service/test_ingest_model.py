@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from smartlic.collector.service.decisions import report_digest
 from smartlic.protocol import (
     Authorization,
     ComplianceNotice,
+    DeregistrationRequest,
     ErrorCode,
     KeyType,
     OutOfComplianceNotice,
@@ -48,7 +49,7 @@ TOKEN_USES = 3
 LONG_AGO = 86_400
 GARBAGE = b"\xa1\x01"
 KINDS = ["report", "report", "skewed", "replayed", "resent", "garbage", "leave"]
-KINDS += ["join", "rekey", "forged"]
+KINDS += ["join", "rekey", "forged", "late join", "late leave"]
 
 counts = st.dictionaries(st.sampled_from(sorted(ENTITLED)), st.integers(0, 3), max_size=2)
 operations = st.tuples(
@@ -60,6 +61,11 @@ Operation = tuple[int, str, dict[str, int], int]
 
 def new_key() -> SigningKey:
     return SigningKey.from_seed(KeyType.ED25519, secrets.token_bytes(32))
+
+
+def stale(issued_at: int) -> bool:
+    """Outside the collector's clock-skew window (an hour, in these tests)."""
+    return abs(issued_at - now()) > 3600
 
 
 @dataclass
@@ -76,7 +82,10 @@ class Model:
     accepted: dict[int, bytes] = field(default_factory=dict)
     """This registration's accepted sequence numbers, each with its payload's digest."""
 
-    def register(self, public_key: bytes, uses: Counter[str]) -> ErrorCode | None:
+    def register(self, request: RegistrationRequest, uses: Counter[str]) -> ErrorCode | None:
+        public_key = request.public_key
+        if stale(request.issued_at):
+            return ErrorCode.CLOCK_SKEW
         if self.registered:
             # The same key again is a retry; another needs a deregistration first.
             return None if public_key == self.stored_key else ErrorCode.ALREADY_REGISTERED
@@ -87,17 +96,21 @@ class Model:
         self.last_seq, self.counts, self.accepted = 0, {}, {}
         return None
 
-    def decide(self, message: UsageReport | None, digest: bytes) -> ErrorCode | None:
-        """What the collector must make of a report (or, for None, a deregistration) signed
-        with the stored key; None for accepted, and for an exact duplicate."""
+    def decide(
+        self, message: UsageReport | DeregistrationRequest, digest: bytes
+    ) -> ErrorCode | None:
+        """What the collector must make of a report or deregistration signed with the stored
+        key; None for accepted, and for an exact duplicate."""
         if not self.registered:
             return ErrorCode.NOT_REGISTERED
-        if message is None:
+        if isinstance(message, DeregistrationRequest):
+            if stale(message.issued_at):
+                return ErrorCode.CLOCK_SKEW
             self.registered, self.counts = False, {}
             return None
         if message.seq <= self.last_seq:
             return None if self.accepted.get(message.seq) == digest else ErrorCode.REPLAYED
-        if abs(message.issued_at - now()) > 3600:
+        if stale(message.issued_at):
             return ErrorCode.CLOCK_SKEW
         # SPEC §3: a report sets the tags it names and leaves the others at their last count.
         merged = {**self.counts, **message.counts}
@@ -112,12 +125,17 @@ class Sent:
     signer: bytes
 
 
-def _send(device: Device, operation: Operation, token: str, earlier: list[Sent]) -> Sent:
+def _send(  # noqa: PLR0911 -- one return per kind of message sent
+    device: Device, operation: Operation, token: str, earlier: list[Sent]
+) -> Sent:
     _, kind, reported, pick = operation
     if kind == "garbage":
         return Sent(GARBAGE, device.key.public.raw)
-    if kind == "leave":
-        return Sent(device.deregistration_bytes()[0], device.key.public.raw)
+    if kind in {"leave", "late leave"}:
+        issued_at = now() - LONG_AGO if kind == "late leave" else None
+        return Sent(device.deregistration_bytes(issued_at=issued_at)[0], device.key.public.raw)
+    if kind == "late join":
+        return Sent(device.registration(token, issued_at=now() - LONG_AGO), device.key.public.raw)
     if kind == "rekey":
         device.key = new_key()
     if kind in {"join", "rekey"}:
@@ -168,7 +186,7 @@ class Run:
                     code = (
                         ErrorCode.PROOF_OF_POSSESSION
                         if sent.signer != message.public_key
-                        else model.register(message.public_key, self.uses)
+                        else model.register(message, self.uses)
                     )
                 else:
                     checked_with = registering.get(n, start[n])
@@ -182,7 +200,8 @@ class Run:
                     elif sent.signer != model.stored_key:
                         code = ErrorCode.BAD_SIGNATURE
                     else:
-                        code = model.decide(report, report_digest(opened.envelope.payload))
+                        assert isinstance(message, UsageReport | DeregistrationRequest)
+                        code = model.decide(message, report_digest(opened.envelope.payload))
                         if code is None and report is not None:
                             key = (n, model.epoch, report.seq)
             self.expected.append(code)
@@ -251,6 +270,17 @@ batches = st.lists(st.lists(operations, min_size=1, max_size=10), min_size=1, ma
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=batches)
+@example(  # found by this test: a report after a re-registration in the batch was "replayed"
+    batches=[
+        [(0, "report", {}, 0), (0, "leave", {}, 0), (0, "join", {}, 0), (0, "replayed", {}, 0)]
+    ]
+)
+@example(  # found by this test: the old registration's report stored, the next batch crashed
+    batches=[
+        [(0, "report", {}, 0), (0, "leave", {}, 0), (0, "join", {}, 0)],
+        [(0, "replayed", {}, 0)],
+    ]
+)
 def test_the_collector_decides_every_batch_as_the_rules_do(
     batches: list[list[Operation]],
 ) -> None:

@@ -122,6 +122,9 @@ class _Batch:
     """Pools whose usage this batch moved: evaluated, and recorded if they flipped."""
     last_seq: dict[str, int] = field(default_factory=dict)
     reports: dict[tuple[str, int], _Accepted] = field(default_factory=dict)
+    superseded: set[int] = field(default_factory=set)
+    """Accepted reports (by ``id``) of a registration that a later one in this batch replaced:
+    answered, but not kept, since the new registration starts a new sequence window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +371,7 @@ class Ingest:
         if self._refused_as_stale(item, batch, request.issued_at):
             return
         try:
-            record, _ = await register_device(
+            record, new = await register_device(
                 tx,
                 udi=request.udi,
                 algorithm=request.algorithm,
@@ -383,6 +386,8 @@ class Ingest:
         batch.records[record.device_id] = record
         self._remember(record.device_id, record)
         batch.results.append((item, record, request))
+        if new:
+            _open_new_window(batch, record.device_id)
 
     async def _deregister(
         self, tx: Transaction, batch: _Batch, item: Parsed, request: DeregistrationRequest
@@ -428,6 +433,7 @@ class Ingest:
                     accepted_at=now,
                 )
                 for a in batch.accepted
+                if id(a) not in batch.superseded
             ],
         )
         for item in batch.items:
@@ -491,3 +497,11 @@ class Ingest:
                 device=record, request=request, collector_key=self.settings.key.public
             )
         return [(item, by_item[id(item)]) for item in batch.items if id(item) in by_item]
+
+
+def _open_new_window(batch: _Batch, device_id: str) -> None:
+    """A device registered again in this batch: its sequence window starts anew (as in the
+    store, where registering deletes its accepted reports), here as well as there."""
+    batch.last_seq.pop(device_id, None)
+    for key in [key for key in batch.reports if key[0] == device_id]:
+        batch.superseded.add(id(batch.reports.pop(key)))

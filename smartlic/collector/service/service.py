@@ -50,9 +50,9 @@ from smartlic.collector.service.pushes import (
 )
 from smartlic.collector.signing_key import check_site_key, read_key_file
 from smartlic.collector.site import site_info
-from smartlic.collector.store import StoreError, open_store
+from smartlic.collector.store import ConstraintError, StoreError, open_store
 from smartlic.mqtt.native import NativeMqttClient
-from smartlic.protocol import ErrorCode, Topics
+from smartlic.protocol import ErrorCode, ProtocolError, Topics
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Sequence
@@ -316,22 +316,35 @@ class CollectorService:
                     return await ingest.commit(spent, self.now())
                 return await ingest.process(batch, self.now())
             except _OUTAGES as exc:
+                if isinstance(exc, ConstraintError):
+                    # A constraint the deciding broke is a fault in it, not an outage: tried
+                    # again as it is, the batch would stop intake behind it for good.
+                    return await self._isolate(batch, exc)
                 log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
                     _outage_event(exc), error=str(exc), batch=len(batch)
                 )
                 await asyncio.sleep(_RETRY_DELAY)
-            except Exception:
-                if len(batch) == 1:
-                    log.exception("collector.internal_error", topic=batch[0].topic)
-                    await self._bury(batch[0])
-                    return []
-                log.exception("collector.batch_failed", batch=len(batch))
-                outgoing: list[Outgoing] = []
-                for message in batch:
-                    outgoing.extend(await self._process([message]))
-                return outgoing
+            except Exception as exc:  # noqa: BLE001 -- any fault of ours: isolated, the rest goes on
+                return await self._isolate(batch, exc)
+
+    async def _isolate(self, batch: Sequence[MqttMessage], fault: Exception) -> list[Outgoing]:
+        """Decide a batch that broke the service one message at a time; the message that
+        still breaks it alone is kept as a dead letter."""
+        if len(batch) == 1:
+            log.error("collector.internal_error", topic=batch[0].topic, exc_info=fault)
+            await self._bury(batch[0])
+            return []
+        log.error("collector.batch_failed", batch=len(batch), exc_info=fault)
+        outgoing: list[Outgoing] = []
+        for message in batch:
+            outgoing.extend(await self._process([message]))
+        return outgoing
 
     async def _bury(self, message: MqttMessage) -> None:
+        try:
+            device_id: str | None = self.topics.device_of_uplink(message.topic)
+        except ProtocolError:
+            device_id = None
         async with self._require_store().write() as tx:
             await add_dead_letters(
                 tx,
@@ -342,6 +355,7 @@ class CollectorService:
                         payload=message.payload[:65_536],
                         reason="internal error while handling this message (see the service log)",
                         code=int(ErrorCode.INTERNAL_ERROR),
+                        device_id=device_id,
                     )
                 ],
             )
