@@ -26,11 +26,14 @@ from smartlic.agent.snapshot import StoredTag
 from smartlic.agent.states import LicenseEvent
 from smartlic.protocol import (
     Authorization,
+    DeregistrationRequest,
     DeregistrationResult,
     ErrorCode,
     ErrorNotice,
     OutOfComplianceNotice,
+    RegistrationRequest,
     RegistrationResult,
+    open_message,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +51,8 @@ class Replies(Device):
 
     def _accept(self, verdict: Accepted, now: float, out: list[Action]) -> None:
         message, relevance = verdict.message, verdict.relevance
+        if self._refused_for_waiting(message, relevance, now):
+            return
         if relevance is Relevance.REGISTRATION:
             self._registration_answered(message, verdict.collector_key, now, out)
         elif relevance is Relevance.DEREGISTRATION:
@@ -160,6 +165,28 @@ class Replies(Device):
         )
         if clock.reached(self._authorization, now):
             self._move(LicenseEvent.VALIDITY_ENDED, now, out)
+
+    def _refused_for_waiting(
+        self, message: CollectorMessage, relevance: Relevance, now: float
+    ) -> bool:
+        """A request refused for clock skew only because it waited (in the broker, for a
+        collector that was down) is sent again, signed afresh, instead of given up."""
+        pending = self._pending
+        if (
+            pending is None
+            or relevance not in {Relevance.REGISTRATION, Relevance.DEREGISTRATION}
+            or not isinstance(message, ErrorNotice)
+            or message.code is not ErrorCode.CLOCK_SKEW
+        ):
+            return False
+        request = open_message(pending.payload).message
+        if not isinstance(request, RegistrationRequest | DeregistrationRequest):
+            return False
+        if now - request.issued_at < self._settings.request_refresh:
+            return False
+        self._pending_in_flight = self._pending_acked = False
+        self._dirty = True
+        return True
 
     def _registration_answered(
         self, message: CollectorMessage, key: VerifyingKey, now: float, out: list[Action]

@@ -9,7 +9,7 @@ report (``replies.py``). While connected, at most ``window`` publishes await the
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from smartlic.agent.actions import Publish, ReportQueued
 from smartlic.agent.device import Device
@@ -27,11 +27,6 @@ from smartlic.protocol.fields import MAX_TAGS, PERIOD_MAX
 if TYPE_CHECKING:
     from smartlic.agent.actions import Action
     from smartlic.agent.snapshot import PendingRequest
-
-REQUEST_REFRESH_AFTER: Final = 60.0
-"""Seconds after which a pending request is signed again with a fresh issue time before it is
-re-sent: the collector refuses requests issued outside its clock-skew window (300 s by
-default; SPEC §4), and one re-sent after an outage must not look like a replay."""
 
 
 def _zeros(payload: bytes) -> list[str]:
@@ -86,7 +81,7 @@ class Reporting(Device):
         request = open_message(pending.payload).message
         if not isinstance(request, RegistrationRequest | DeregistrationRequest):
             return pending
-        if now - request.issued_at < REQUEST_REFRESH_AFTER:
+        if now - request.issued_at < self._settings.request_refresh:
             return pending
         fresh = dataclasses.replace(request, issued_at=int(now))
         self._pending = dataclasses.replace(pending, payload=seal(fresh, self._key))

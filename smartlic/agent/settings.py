@@ -29,6 +29,11 @@ class CoreSettings:
     max_clock_step: float | None = 300.0
     checkpoint_interval: float = 600.0
     """Persist the use clock at least this often, so evaluation time survives a crash."""
+    request_refresh: float = 60.0
+    """A pending (de)registration request older than this is signed again with a fresh issue
+    time before it is re-sent: the collector refuses requests issued outside its clock-skew
+    window (300 s by default; SPEC §4), and one kept through an outage must not look like a
+    replay. One refused for skew after waiting that long is issued again, not given up."""
     topics: Topics = field(default_factory=Topics)
 
     def __post_init__(self) -> None:

@@ -1,15 +1,16 @@
 """Pending (de)registration requests re-sent after an outage are issued afresh.
 
 The collector refuses a request issued outside its clock-skew window (SPEC §4): one kept
-through a long outage and re-sent as it was would be taken for a replay.
+through a long outage and re-sent as it was would be taken for a replay, and one refused
+for skew only because it waited is sent again rather than given up.
 """
 
 from __future__ import annotations
 
 from agent_support import T0, Harness, device_key, new_core, of_type
-from smartlic.agent.actions import Publish
-from smartlic.agent.reporting import REQUEST_REFRESH_AFTER
-from smartlic.protocol import RegistrationRequest, open_message
+from smartlic.agent.actions import Publish, RegistrationRefused
+from smartlic.agent.core import CoreSettings
+from smartlic.protocol import ErrorCode, RegistrationRequest, open_message
 
 
 def _requests(harness: Harness) -> list[tuple[bytes | None, RegistrationRequest]]:
@@ -46,7 +47,7 @@ def test_a_request_re_sent_soon_is_the_very_same_bytes() -> None:
     harness.collector_up = False
     harness.start(T0)
     harness.register(T0)
-    _outage(harness, REQUEST_REFRESH_AFTER / 2)
+    _outage(harness, CoreSettings().request_refresh / 2)
 
     first, again = (p.payload for p in of_type(harness.actions, Publish))
     assert first == again
@@ -63,3 +64,32 @@ def test_the_request_issued_again_is_what_a_restart_would_send() -> None:
     assert stored is not None
     assert stored.pending is not None
     assert of_type(harness.actions, Publish)[-1].payload == stored.pending.payload
+
+
+def test_a_request_refused_for_skew_after_waiting_is_sent_again_not_given_up() -> None:
+    """It waited in the broker for a collector that was down: its time was right when sent."""
+    harness = Harness(new_core())
+    harness.script.refuse_registration = ErrorCode.CLOCK_SKEW
+    harness.deliver = False
+    harness.start(T0)
+    harness.register(T0)
+    harness.script.refuse_registration = None
+    harness.deliver = True
+    later = T0 + 600
+    harness.release(later)
+
+    (_, first), (_, again) = _requests(harness)
+    assert [] == of_type(harness.actions, RegistrationRefused)
+    assert (int(later), first.request_id) == (again.issued_at, again.request_id)
+    assert harness.core.state.registered
+
+
+def test_a_fresh_request_refused_for_skew_is_given_up_the_clock_is_wrong() -> None:
+    harness = Harness(new_core())
+    harness.script.refuse_registration = ErrorCode.CLOCK_SKEW
+    harness.start(T0)
+    harness.register(T0)
+
+    (refused,) = of_type(harness.actions, RegistrationRefused)
+    assert ErrorCode.CLOCK_SKEW is refused.code
+    assert 1 == len(_requests(harness))
