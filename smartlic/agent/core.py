@@ -23,10 +23,10 @@ storage lost its last write, numbers the collector already saw are not reused.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from smartlic.agent.actions import NoticeIgnored, Publish
-from smartlic.agent.device import AUTHORIZED_STATES
+from smartlic.agent.device import AUTHORIZED_STATES, REQUEST_ID_BYTES
 from smartlic.agent.errors import LocalAgentError
 from smartlic.agent.notices import Ignored, judge
 from smartlic.agent.replies import Replies
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from smartlic.protocol import SigningKey, VerifyingKey
 
 __all__ = ["DAY", "AgentCore", "CoreSettings", "Counters"]
-REQUEST_ID_BYTES: Final = 16
 
 
 class AgentCore(Reporting, Replies):
@@ -134,8 +133,11 @@ class AgentCore(Reporting, Replies):
             for entry in self._outbox:
                 if not entry.in_flight:
                     deadlines.append(entry.retry_at or clock.after(0, now))
-            if self._pending is not None and not (self._pending_in_flight or self._pending_acked):
-                candidates.append(now)
+            if self._pending is not None and not self._pending_in_flight:
+                if self._pending_acked:
+                    deadlines.append(self._pending_retry_at)
+                else:
+                    candidates.append(now)
         candidates += [now + clock.remaining(d, now) for d in deadlines if d is not None]
         return max(now, min(candidates))
 

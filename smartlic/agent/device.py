@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from smartlic.agent.snapshot import PendingRequest, StoredTag
     from smartlic.protocol import SigningKey, VerifyingKey
 
+REQUEST_ID_BYTES: Final = 16
 AUTHORIZED_STATES: Final = frozenset({LicenseState.AUTHORIZED, LicenseState.OUT_OF_COMPLIANCE})
 """The states whose answer carries a validity end that can lapse."""
 
@@ -53,7 +54,9 @@ class Device:
         "_outbox",
         "_pending",
         "_pending_acked",
+        "_pending_attempts",
         "_pending_in_flight",
+        "_pending_retry_at",
         "_persisted_elapsed",
         "_registered_at",
         "_report_interval",
@@ -118,6 +121,8 @@ class Device:
         self._pending = snapshot.pending
         self._pending_in_flight = False
         self._pending_acked = False
+        self._pending_attempts = 0
+        self._pending_retry_at: Deadline | None = None
         self._authorization = snapshot.authorization
         self._next_report = snapshot.next_report
         self._usage: dict[str, int] = dict(snapshot.usage)
@@ -197,6 +202,8 @@ class Device:
         self._pending = pending
         self._pending_in_flight = False
         self._pending_acked = False
+        self._pending_attempts = 0
+        self._pending_retry_at = None
         self._dirty = True
 
     def _usage_changed_at(self, now: float) -> None:

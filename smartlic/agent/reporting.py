@@ -12,7 +12,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from smartlic.agent.actions import Publish, ReportQueued
-from smartlic.agent.device import Device
+from smartlic.agent.device import REQUEST_ID_BYTES, Device
 from smartlic.agent.outbox import OutboxEntry
 from smartlic.agent.retry import backoff_delay, unit_interval
 from smartlic.protocol import (
@@ -49,25 +49,13 @@ class Reporting(Device):
             self._queue_report(now, out)
         if not self._connected:
             return
-        window = self._settings.window
         room = self._room()
         pending = self._pending
-        if pending is not None and not (self._pending_in_flight or self._pending_acked):
+        if pending is not None and self._pending_due(now):
             if room <= 0:
                 return
             room -= 1
-            self._pending_in_flight = window is not None
-            self._pending_acked = window is None
-            self.counters.publishes += 1
-            pending = self._refreshed(pending, now)
-            out.append(
-                Publish(
-                    topic=self.uplink,
-                    payload=pending.payload,
-                    attempt=1,
-                    request_id=pending.request_id,
-                )
-            )
+            out.append(self._send_pending(pending, now))
         for entry in self._outbox:
             if room <= 0:
                 break
@@ -76,15 +64,55 @@ class Reporting(Device):
             room -= 1
             out.append(self._send(entry, now))
 
+    def _pending_due(self, now: float) -> bool:
+        """Whether the pending request goes (again) now: not yet sent on this connection, or
+        unanswered past its retry time (a broker may lose it, e.g. in the gap before a
+        restarted Mosquitto has the collector's shared subscription again)."""
+        if self._pending_in_flight:
+            return False
+        if not self._pending_acked:
+            return True
+        retry_at = self._pending_retry_at
+        return retry_at is not None and self._clock.reached(retry_at, now)
+
+    def _send_pending(self, pending: PendingRequest, now: float) -> Publish:
+        s = self._settings
+        self._pending_in_flight = s.window is not None
+        self._pending_acked = s.window is None
+        self._pending_attempts += 1
+        delay = backoff_delay(
+            self._pending_attempts - 1,
+            base=s.retry_base,
+            cap=s.retry_cap,
+            unit=unit_interval(self._entropy),
+        )
+        self._pending_retry_at = self._clock.after(delay, now)
+        self.counters.publishes += 1
+        pending = self._refreshed(pending, now)
+        return Publish(
+            topic=self.uplink,
+            payload=pending.payload,
+            attempt=self._pending_attempts,
+            request_id=pending.request_id,
+        )
+
     def _refreshed(self, pending: PendingRequest, now: float) -> PendingRequest:
-        """``pending``, issued again at ``now`` (same request id) when it has grown stale."""
+        """``pending``, issued again at ``now`` when it has grown stale.
+
+        The fresh copy is a new request (a new id), so only an answer to it is believed: the
+        old copy may still reach the collector and be refused for its age, and that refusal
+        must not be taken for this copy's answer.
+        """
         request = open_message(pending.payload).message
         if not isinstance(request, RegistrationRequest | DeregistrationRequest):
             return pending
         if now - request.issued_at < self._settings.request_refresh:
             return pending
-        fresh = dataclasses.replace(request, issued_at=int(now))
-        self._pending = dataclasses.replace(pending, payload=seal(fresh, self._key))
+        request_id = self._entropy(REQUEST_ID_BYTES)
+        fresh = dataclasses.replace(request, issued_at=int(now), request_id=request_id)
+        self._pending = dataclasses.replace(
+            pending, request_id=request_id, payload=seal(fresh, self._key)
+        )
         self._dirty = True
         return self._pending
 

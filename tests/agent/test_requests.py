@@ -1,4 +1,4 @@
-"""Pending (de)registration requests re-sent after an outage are issued afresh.
+"""Pending (de)registration requests re-sent after an outage are issued afresh, as new requests.
 
 The collector refuses a request issued outside its clock-skew window (SPEC §4): one kept
 through a long outage and re-sent as it was would be taken for a replay, and one refused
@@ -30,7 +30,8 @@ def _outage(harness: Harness, seconds: float) -> float:
     return T0 + seconds
 
 
-def test_a_request_re_sent_after_an_outage_is_issued_again_with_the_same_id() -> None:
+def test_a_request_re_sent_after_an_outage_is_issued_again_as_a_new_request() -> None:
+    """A new id too: a refusal of the old copy for its age is not this copy's answer."""
     harness = Harness(new_core())
     harness.collector_up = False
     harness.start(T0)
@@ -38,8 +39,11 @@ def test_a_request_re_sent_after_an_outage_is_issued_again_with_the_same_id() ->
     later = _outage(harness, 7200)
 
     (first_id, first), (again_id, again) = _requests(harness)
-    assert (first_id, int(T0), int(later)) == (again_id, first.issued_at, again.issued_at)
-    assert first.request_id == again.request_id == first_id
+    assert (int(T0), int(later)) == (first.issued_at, again.issued_at)
+    assert (first_id, again_id) == (first.request_id, again.request_id)
+    assert first_id != again_id
+    assert harness.core.pending is not None
+    assert again_id == harness.core.pending.request_id
 
 
 def test_a_request_re_sent_soon_is_the_very_same_bytes() -> None:
@@ -80,7 +84,7 @@ def test_a_request_refused_for_skew_after_waiting_is_sent_again_not_given_up() -
 
     (_, first), (_, again) = _requests(harness)
     assert [] == of_type(harness.actions, RegistrationRefused)
-    assert (int(later), first.request_id) == (again.issued_at, again.request_id)
+    assert (int(T0), int(later)) == (first.issued_at, again.issued_at)
     assert harness.core.state.registered
 
 
@@ -93,3 +97,20 @@ def test_a_fresh_request_refused_for_skew_is_given_up_the_clock_is_wrong() -> No
     (refused,) = of_type(harness.actions, RegistrationRefused)
     assert ErrorCode.CLOCK_SKEW is refused.code
     assert 1 == len(_requests(harness))
+
+
+def test_an_unanswered_request_is_sent_again_after_the_retry_delay() -> None:
+    """On the same connection: a broker may have lost it (the gap before a restarted broker
+    has the collector's shared subscription again)."""
+    harness = Harness(new_core())
+    harness.collector_up = False
+    harness.start(T0)
+    harness.register(T0)
+    settings = CoreSettings()
+    harness.tick(T0 + settings.retry_base / 4)
+    early = len(_requests(harness))
+    harness.collector_up = True
+    harness.tick(T0 + settings.retry_base)
+
+    assert (1, 2) == (early, len(_requests(harness)))
+    assert harness.core.state.registered

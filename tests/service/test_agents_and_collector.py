@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from smartlic.agent.actions import Publish
 from smartlic.agent.core import AgentCore
 from smartlic.agent.states import LicenseState
-from smartlic.protocol import KeyType, SigningKey, Udi, seal
+from smartlic.protocol import KeyType, SigningKey, Udi, UsageReport, open_message, seal
 
 from .ingest_support import changes_pushed, collector, uplink_message
 from .support import Site, now
@@ -52,12 +52,21 @@ steps = st.one_of(
         st.just(""),
     ),
     st.tuples(st.just("collect"), st.integers(1, 8), st.just(0), st.just("")),
+    st.tuples(st.just("leave"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
+    st.tuples(st.just("join"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
+    st.tuples(
+        st.just("outage"), st.integers(0, AGENTS - 1), st.sampled_from([60.0, HOUR]), st.just("")
+    ),
     st.tuples(st.just("deliver"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
     st.tuples(st.just("lose"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
     st.tuples(st.just("redeliver"), st.integers(0, 20), st.just(0), st.just("")),
     st.tuples(st.just("transfer"), st.integers(0, 1), st.just(0), st.sampled_from(TAGS)),
 )
 Step = tuple[str, int, float, str]
+
+
+def _is_report(payload: bytes) -> bool:
+    return isinstance(open_message(payload).message, UsageReport)
 
 
 @dataclass
@@ -67,10 +76,14 @@ class Network:
     agents: list[AgentCore]
     ingest: Ingest
     site: Site
+    token: str
     now: float
     up: list[MqttMessage] = field(default_factory=list)
-    taken: list[MqttMessage] = field(default_factory=list)
-    """Every message the collector took, so any may be redelivered."""
+    reports_taken: list[MqttMessage] = field(default_factory=list)
+    """Every report the collector took, so any may be redelivered, even after newer messages
+    (as with several collectors in one share group). Requests are left out: a registration
+    redelivered after the deregistration that followed it would register the device again
+    (the collector keeps no record of the requests it carried out; see the issue note)."""
     down: dict[str, list[bytes]] = field(default_factory=dict)
     mark: int = 0
 
@@ -86,7 +99,7 @@ class Network:
         batch, self.up = self.up[:count], self.up[count:]
         if not batch:
             return
-        self.taken += batch
+        self.reports_taken += [m for m in batch if _is_report(m.payload)]
         sent = await self.ingest.process(batch, int(self.now))
         for outgoing in sent:
             self.down.setdefault(outgoing.device_id, []).append(outgoing.payload)
@@ -120,11 +133,27 @@ class Network:
         raise AssertionError("the network did not settle")
 
 
-async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
+def _device_step(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
+    """What one device does: its usage changes, it leaves or joins, its link drops."""
     kind, n, amount, tag = step
+    agent = net.agents[n]
     if kind == "usage":
         usage[n] = {**usage[n], tag: int(amount)}
-        net.run(net.agents[n], net.agents[n].usage_changed(usage[n], net.now))
+        net.run(agent, agent.usage_changed(usage[n], net.now))
+    elif kind == "leave" and agent.state.registered and agent.pending is None:
+        net.run(agent, agent.deregister(net.now))
+    elif kind == "join" and not agent.state.registered and agent.pending is None:
+        net.run(agent, agent.register(net.token, net.now))
+    elif kind == "outage":
+        net.run(agent, agent.disconnected(net.now))
+        net.tick(amount)
+        net.run(agent, agent.connected(net.now))
+
+
+async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
+    kind, n, amount, tag = step
+    if kind in {"usage", "leave", "join", "outage"}:
+        _device_step(net, step, usage)
     elif kind == "time":
         for _ in range(n):
             net.tick(amount)
@@ -134,8 +163,8 @@ async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
         net.deliver(n)
     elif kind == "lose":
         net.down.pop(net.agents[n].device_id, None)
-    elif kind == "redeliver" and net.taken:
-        net.up.append(net.taken[n % len(net.taken)])
+    elif kind == "redeliver" and net.reports_taken:
+        net.up.append(net.reports_taken[n % len(net.reports_taken)])
     elif kind == "transfer":
         vas = ("DEFAULT", "Engineering")
         rows = await net.site.query(
@@ -149,8 +178,14 @@ async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
             event("licenses transferred")
 
 
-async def _final_state(site: Site) -> tuple[dict[str, dict[str, int]], dict[str, bool]]:
-    """Each device's counts in the store, and whether the store has it authorized."""
+async def _final_state(
+    site: Site,
+) -> tuple[set[str], dict[str, dict[str, int]], dict[str, bool]]:
+    """The devices registered in the store, their counts, and whether each is authorized."""
+    registered = {
+        str(r["device_id"])
+        for r in await site.query("SELECT device_id FROM devices WHERE state = 'registered'")
+    }
     usage = await site.query(
         "SELECT d.device_id, u.tag, u.count FROM device_usage u"
         " JOIN devices d ON d.id = u.device_id"
@@ -165,7 +200,7 @@ async def _final_state(site: Site) -> tuple[dict[str, dict[str, int]], dict[str,
     for row in usage:
         counts.setdefault(str(row["device_id"]), {})[str(row["tag"])] = int(row["count"])
     authorized = {d: not (short & {t for t, c in used.items() if c}) for d, used in counts.items()}
-    return counts, authorized
+    return registered, counts, authorized
 
 
 async def _run(steps_taken: Sequence[Step], seed: int) -> None:
@@ -187,7 +222,12 @@ async def _run(steps_taken: Sequence[Step], seed: int) -> None:
         async with collector(site) as ingest:
             (row,) = await site.query("SELECT COALESCE(MAX(id), 0) AS id FROM changes")
             net = Network(
-                agents=agents, ingest=ingest, site=site, now=float(now()), mark=int(row["id"])
+                agents=agents,
+                ingest=ingest,
+                site=site,
+                token=token,
+                now=float(now()),
+                mark=int(row["id"]),
             )
             usage: list[dict[str, int]] = [{} for _ in agents]
             for agent in agents:
@@ -197,9 +237,14 @@ async def _run(steps_taken: Sequence[Step], seed: int) -> None:
             for step in steps_taken:
                 await _apply(net, step, usage)
             await net.settle()
-        counts, authorized = await _final_state(site)
+        registered, counts, authorized = await _final_state(site)
     for agent, used in zip(agents, usage, strict=True):
         stored = counts.get(agent.device_id, {})
+        assert (agent.device_id in registered) is agent.state.registered, agent.device_id
+        if not agent.state.registered:
+            assert {} == stored
+            event("an agent ends deregistered")
+            continue
         assert {t: c for t, c in used.items() if c} == stored, agent.device_id
         expected = (
             LicenseState.AUTHORIZED
