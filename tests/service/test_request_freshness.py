@@ -1,11 +1,22 @@
-"""Requests, like reports, count only within the clock-skew window (SPEC §4, *Replay and
-freshness*): a (de)registration request kept and replayed later is refused, not carried out."""
+"""Requests, like reports, are refused when stale or replayed (SPEC §4, *Replay and freshness*).
+
+A (de)registration request issued outside the clock-skew window is refused, not carried out;
+inside it, a copy of one carried out before is a retry while the device is in the state it left,
+and a replay once that state has been undone.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from smartlic.protocol import ErrorCode, ErrorNotice, Udi, open_message, parse_token
+from smartlic.protocol import (
+    ErrorCode,
+    ErrorNotice,
+    RegistrationResult,
+    Udi,
+    open_message,
+    parse_token,
+)
 
 from .ingest_support import collector, decide, devices, refusals, uplink
 from .support import Device, now
@@ -55,3 +66,54 @@ async def test_a_stale_deregistration_is_refused_and_the_device_stays_registered
         prepared = await decide(ingest, [uplink(device, stale)])
     assert [ErrorCode.CLOCK_SKEW] == refusals(prepared)
     assert [{"state": "registered"}] == await collector_site.query("SELECT state FROM devices")
+
+
+async def test_a_registration_arriving_again_after_the_deregistration_is_refused(
+    collector_site: Site,
+) -> None:
+    """Delivered out of order (two members of a share group): the device stays deregistered."""
+    token = await collector_site.token()
+    device = Device(
+        udi=Udi(product_id="C9300-24T", serial="Q3"),
+        broker_url="",
+        collector_key=collector_site.key,
+    )
+    join = uplink(device, device.registration(token))
+    leave, _ = device.deregistration_bytes()
+    async with collector(collector_site) as ingest:
+        first = await decide(ingest, [join, uplink(device, leave)])
+        again = await decide(ingest, [join])
+    assert ([None, None], [ErrorCode.REPLAYED]) == (refusals(first), refusals(again))
+    assert [{"state": "deregistered"}] == await collector_site.query("SELECT state FROM devices")
+
+
+async def test_a_deregistration_arriving_again_after_a_new_registration_is_refused(
+    collector_site: Site,
+) -> None:
+    token = await collector_site.token()
+    (device,) = await devices(collector_site, "Q4")
+    leave = uplink(device, device.deregistration_bytes()[0])
+    async with collector(collector_site) as ingest:
+        first = await decide(ingest, [leave, uplink(device, device.registration(token))])
+        again = await decide(ingest, [leave])
+    assert ([None, None], [ErrorCode.REPLAYED]) == (refusals(first), refusals(again))
+    assert [{"state": "registered"}] == await collector_site.query("SELECT state FROM devices")
+
+
+async def test_a_registration_arriving_again_while_it_holds_is_answered_as_a_retry(
+    collector_site: Site,
+) -> None:
+    token = await collector_site.token()
+    device = Device(
+        udi=Udi(product_id="C9300-24T", serial="Q5"),
+        broker_url="",
+        collector_key=collector_site.key,
+    )
+    join = uplink(device, device.registration(token))
+    async with collector(collector_site) as ingest:
+        first = await decide(ingest, [join])
+        again = await decide(ingest, [join])
+    answers = [open_message(p.items[0].answer or b"").message for p in (first, again)]
+    assert ([None], [None]) == (refusals(first), refusals(again))
+    assert [RegistrationResult, RegistrationResult] == [type(a) for a in answers]
+    assert 1 == await _uses(collector_site, token)

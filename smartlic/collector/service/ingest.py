@@ -45,6 +45,7 @@ from smartlic.collector.receipts import (
     find_accepted,
     save_accepted,
 )
+from smartlic.collector.requests import is_replay, record_carried_out
 from smartlic.collector.service.decisions import (
     SequenceVerdict,
     classify_sequence,
@@ -333,6 +334,17 @@ class Ingest:
         item.refuse(ErrorCode.CLOCK_SKEW, skew, answer=True)
         return True
 
+    async def _refused_as_replay(
+        self, tx: Transaction, item: Parsed, record: DeviceRecord, request_id: bytes
+    ) -> bool:
+        """Refuse a copy of a request carried out before whose outcome has since been undone;
+        a copy in the state it left is a retry (``smartlic.collector.requests``)."""
+        registers = item.opened is not None and isinstance(item.opened.message, RegistrationRequest)
+        if not await is_replay(tx, record, request_id, registers=registers):
+            return False
+        item.refuse(ErrorCode.REPLAYED, "carried out before; the device changed since", answer=True)
+        return True
+
     def _refused_for_another_key(self, item: Parsed, record: DeviceRecord) -> bool:
         """Refuse a message not signed with the key ``record`` holds at this point of the batch.
 
@@ -370,6 +382,9 @@ class Ingest:
     ) -> None:
         if self._refused_as_stale(item, batch, request.issued_at):
             return
+        known = batch.records.get(request.device_id)
+        if known is not None and await self._refused_as_replay(tx, item, known, request.request_id):
+            return
         try:
             record, new = await register_device(
                 tx,
@@ -388,6 +403,9 @@ class Ingest:
         batch.results.append((item, record, request))
         if new:
             _open_new_window(batch, record.device_id)
+            await record_carried_out(
+                tx, record.pk, request.request_id, now=batch.now, keep=2 * self.settings.clock_skew
+            )
 
     async def _deregister(
         self, tx: Transaction, batch: _Batch, item: Parsed, request: DeregistrationRequest
@@ -400,8 +418,13 @@ class Ingest:
             return
         if self._refused_as_stale(item, batch, request.issued_at):
             return
+        if await self._refused_as_replay(tx, item, record, request.request_id):
+            return
         batch.flips.extend(
             await deregister(tx, record, actor=f"device {record.device_id}", now=batch.now)
+        )
+        await record_carried_out(
+            tx, record.pk, request.request_id, now=batch.now, keep=2 * self.settings.clock_skew
         )
         batch.records[record.device_id] = dataclasses.replace(
             record, state=DeviceState.DEREGISTERED, counts={}

@@ -253,9 +253,22 @@ _SERVICE_STATE: Final = (
     )""",
 )
 
+_CARRIED_REQUESTS: Final = (
+    # (De)registration requests carried out, kept while a copy could still pass the clock-skew
+    # window: one arriving again after the device's state moved on is a replay, not a retry.
+    """CREATE TABLE carried_requests (
+        device_id BIGINT NOT NULL REFERENCES devices (id),
+        request_id {bytes} NOT NULL,
+        carried_at BIGINT NOT NULL,
+        PRIMARY KEY (device_id, request_id)
+    )""",
+    """CREATE INDEX carried_requests_at ON carried_requests (carried_at)""",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "service outbox and marks", _SERVICE_STATE),
+    Migration(3, "requests carried out", _CARRIED_REQUESTS),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version
