@@ -27,6 +27,7 @@ from smartlic.protocol.fields import MAX_TAGS, PERIOD_MAX
 if TYPE_CHECKING:
     from smartlic.agent.actions import Action
     from smartlic.agent.snapshot import PendingRequest
+    from smartlic.agent.timekeeping import Deadline
 
 
 def _zeros(payload: bytes) -> list[str]:
@@ -80,13 +81,7 @@ class Reporting(Device):
         self._pending_in_flight = s.window is not None
         self._pending_acked = s.window is None
         self._pending_attempts += 1
-        delay = backoff_delay(
-            self._pending_attempts - 1,
-            base=s.retry_base,
-            cap=s.retry_cap,
-            unit=unit_interval(self._entropy),
-        )
-        self._pending_retry_at = self._clock.after(delay, now)
+        self._pending_retry_at = self._retry_deadline(self._pending_attempts, now)
         self.counters.publishes += 1
         pending = self._refreshed(pending, now)
         return Publish(
@@ -95,6 +90,13 @@ class Reporting(Device):
             attempt=self._pending_attempts,
             request_id=pending.request_id,
         )
+
+    def _retry_deadline(self, attempts: int, now: float) -> Deadline:
+        """When a publish sent for the ``attempts``-th time goes again if still unanswered."""
+        s = self._settings
+        unit = unit_interval(self._entropy)
+        delay = backoff_delay(attempts - 1, base=s.retry_base, cap=s.retry_cap, unit=unit)
+        return self._clock.after(delay, now)
 
     def _refreshed(self, pending: PendingRequest, now: float) -> PendingRequest:
         """``pending``, issued again at ``now`` when it has grown stale.
@@ -122,13 +124,7 @@ class Reporting(Device):
         entry.in_flight = s.window is not None
         if entry.first_sent_at is None:
             entry.first_sent_at = now
-        delay = backoff_delay(
-            entry.attempts - 1,
-            base=s.retry_base,
-            cap=s.retry_cap,
-            unit=unit_interval(self._entropy),
-        )
-        entry.retry_at = self._clock.after(delay, now)
+        entry.retry_at = self._retry_deadline(entry.attempts, now)
         self.counters.publishes += 1
         return Publish(
             topic=self.uplink, payload=entry.payload, attempt=entry.attempts, seq=entry.seq

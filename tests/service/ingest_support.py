@@ -46,12 +46,16 @@ async def collector(site: Site) -> AsyncIterator[Ingest]:
         await store.close()
 
 
+def newcomer(site: Site, serial: str) -> Device:
+    """A device the site has never seen, with a key of its own."""
+    return Device(
+        udi=Udi(product_id="C9300-24T", serial=serial), broker_url="", collector_key=site.key
+    )
+
+
 async def devices(site: Site, *serials: str, va: str = "DEFAULT") -> list[Device]:
     """Devices registered straight in the store, as if by earlier batches."""
-    made = [
-        Device(udi=Udi(product_id="C9300-24T", serial=s), broker_url="", collector_key=site.key)
-        for s in serials
-    ]
+    made = [newcomer(site, s) for s in serials]
     (row,) = await site.query("SELECT id FROM virtual_accounts WHERE name = ?", (va,))
     store = await open_store(site.db)
     try:

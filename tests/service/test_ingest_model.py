@@ -30,12 +30,11 @@ from smartlic.protocol import (
     RegistrationRequest,
     RegistrationResult,
     SigningKey,
-    Udi,
     UsageReport,
     open_message,
 )
 
-from .ingest_support import collector, devices, refusals, uplink
+from .ingest_support import collector, devices, newcomer, refusals, uplink
 from .support import Device, Site, now
 
 if TYPE_CHECKING:
@@ -217,14 +216,7 @@ async def _run(batches: Sequence[Sequence[Operation]]) -> Run:
             await site.deposit(f"PO-{n}", tag=tag, quantity=quantity)
         token = await site.token(max_uses=TOKEN_USES)
         fleet = await devices(site, *(f"M{n}" for n in range(REGISTERED)))
-        fleet += [
-            Device(
-                udi=Udi(product_id="C9300-24T", serial=f"N{n}"),
-                broker_url="",
-                collector_key=site.key,
-            )
-            for n in range(NEWCOMERS)
-        ]
+        fleet += [newcomer(site, f"N{n}") for n in range(NEWCOMERS)]
         run = Run(
             fleet=fleet,
             models=[

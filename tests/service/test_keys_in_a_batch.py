@@ -12,12 +12,10 @@ from smartlic.protocol import (
     KeyType,
     RegistrationResult,
     SigningKey,
-    Udi,
     open_message,
 )
 
-from .ingest_support import collector, decide, devices, refusals, report, uplink
-from .support import Device
+from .ingest_support import collector, decide, devices, newcomer, refusals, report, uplink
 
 if TYPE_CHECKING:
     from .support import Site
@@ -34,11 +32,7 @@ async def test_a_report_behind_its_devices_registration_is_verified_with_the_reg
 ) -> None:
     await collector_site.deposit("PO-1", quantity=10)
     token = await collector_site.token()
-    device = Device(
-        udi=Udi(product_id="C9300-24T", serial="K1"),
-        broker_url="",
-        collector_key=collector_site.key,
-    )
+    device = newcomer(collector_site, "K1")
     async with collector(collector_site) as ingest:
         prepared = await decide(
             ingest, [uplink(device, device.registration(token)), report(device, {TAG: 2})]

@@ -13,13 +13,12 @@ from smartlic.protocol import (
     ErrorCode,
     ErrorNotice,
     RegistrationResult,
-    Udi,
     open_message,
     parse_token,
 )
 
-from .ingest_support import collector, decide, devices, refusals, uplink
-from .support import Device, now
+from .ingest_support import collector, decide, devices, newcomer, refusals, uplink
+from .support import now
 
 if TYPE_CHECKING:
     from .support import Site
@@ -37,11 +36,7 @@ async def test_a_stale_registration_is_refused_with_the_collector_key_and_spends
     collector_site: Site,
 ) -> None:
     token = await collector_site.token()
-    device = Device(
-        udi=Udi(product_id="C9300-24T", serial="Q1"),
-        broker_url="",
-        collector_key=collector_site.key,
-    )
+    device = newcomer(collector_site, "Q1")
     async with collector(collector_site) as ingest:
         prepared = await decide(
             ingest, [uplink(device, device.registration(token, issued_at=now() - LONG_AGO))]
@@ -73,11 +68,7 @@ async def test_a_registration_arriving_again_after_the_deregistration_is_refused
 ) -> None:
     """Delivered out of order (two members of a share group): the device stays deregistered."""
     token = await collector_site.token()
-    device = Device(
-        udi=Udi(product_id="C9300-24T", serial="Q3"),
-        broker_url="",
-        collector_key=collector_site.key,
-    )
+    device = newcomer(collector_site, "Q3")
     join = uplink(device, device.registration(token))
     leave, _ = device.deregistration_bytes()
     async with collector(collector_site) as ingest:
@@ -104,11 +95,7 @@ async def test_a_registration_arriving_again_while_it_holds_is_answered_as_a_ret
     collector_site: Site,
 ) -> None:
     token = await collector_site.token()
-    device = Device(
-        udi=Udi(product_id="C9300-24T", serial="Q5"),
-        broker_url="",
-        collector_key=collector_site.key,
-    )
+    device = newcomer(collector_site, "Q5")
     join = uplink(device, device.registration(token))
     async with collector(collector_site) as ingest:
         first = await decide(ingest, [join])
