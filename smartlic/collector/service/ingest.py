@@ -22,12 +22,12 @@ gets its stored answer; the pushes are still in the outbox.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 
-from smartlic.collector.compliance import PoolKey, load_pool_states, record_statuses
+from smartlic.collector.compliance import load_pool_states, record_statuses
 from smartlic.collector.devices import (
     CountsUpdate,
     DeviceRecord,
@@ -46,6 +46,7 @@ from smartlic.collector.receipts import (
     save_accepted,
 )
 from smartlic.collector.requests import is_replay, record_carried_out
+from smartlic.collector.service.batch import Accepted, Batch
 from smartlic.collector.service.decisions import (
     SequenceVerdict,
     classify_sequence,
@@ -56,9 +57,6 @@ from smartlic.collector.service.decisions import (
 from smartlic.collector.service.intake import Parsed, parse
 from smartlic.collector.service.notices import (
     ErrorRequest,
-    NoticeOwed,
-    NoticeRequest,
-    ResultRequest,
     number_notices,
 )
 from smartlic.collector.service.outbox import Outgoing, queue_pushes
@@ -75,7 +73,6 @@ from smartlic.protocol import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from smartlic.collector.changes import PoolFlip
     from smartlic.collector.service.crypto import CryptoPool
     from smartlic.collector.store import Store, Transaction
     from smartlic.mqtt.common import MqttMessage
@@ -93,39 +90,6 @@ class Settings:
     key: SigningKey
     fingerprint: bytes
     clock_skew: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Accepted:
-    item: Parsed
-    update: CountsUpdate
-    digest: bytes
-
-
-@dataclass(slots=True)
-class _Batch:
-    """What deciding a batch produced, gathered for the end of its transaction."""
-
-    items: list[Parsed]
-    now: int
-    records: dict[str, DeviceRecord]
-    accepted: list[_Accepted] = field(default_factory=list)
-    pending: list[_Accepted] = field(default_factory=list)
-    """Accepted reports whose counts are not applied yet (applied in bulk by _flush)."""
-    duplicates: list[tuple[Parsed, Parsed | bytes]] = field(default_factory=list)
-    """Each with the report it copies in this batch, or the answer stored for it earlier."""
-    errors: list[tuple[Parsed, ErrorRequest]] = field(default_factory=list)
-    results: list[tuple[Parsed, DeviceRecord, RegistrationRequest | DeregistrationRequest]] = field(
-        default_factory=list
-    )
-    flips: list[PoolFlip] = field(default_factory=list)
-    pools: set[PoolKey] = field(default_factory=set)
-    """Pools whose usage this batch moved: evaluated, and recorded if they flipped."""
-    last_seq: dict[str, int] = field(default_factory=dict)
-    reports: dict[tuple[str, int], _Accepted] = field(default_factory=dict)
-    superseded: set[int] = field(default_factory=set)
-    """Accepted reports (by ``id``) of a registration that a later one in this batch replaced:
-    answered, but not kept, since the new registration starts a new sequence window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,9 +197,9 @@ class Ingest:
 
     async def _decide(
         self, tx: Transaction, items: list[Parsed], now: int
-    ) -> tuple[list[Outgoing], _Batch]:
+    ) -> tuple[list[Outgoing], Batch]:
         ids = {item.device_id for item in items if item.device_id}
-        batch = _Batch(items=items, now=now, records=await self.device_records.current(tx, ids))
+        batch = Batch(items=items, now=now, records=await self.device_records.current(tx, ids))
         for item in items:
             opened = item.opened
             if opened is not None:
@@ -253,7 +217,7 @@ class Ingest:
         await self._flush(tx, batch)
         return await self._finish(tx, batch), batch
 
-    def _answer_refusal(self, batch: _Batch, item: Parsed) -> None:
+    def _answer_refusal(self, batch: Batch, item: Parsed) -> None:
         refusal = item.refusal
         if refusal is None or not refusal.answer or item.device_id is None:
             return
@@ -276,7 +240,7 @@ class Ingest:
         )
 
     async def _report(
-        self, tx: Transaction, batch: _Batch, item: Parsed, report: UsageReport
+        self, tx: Transaction, batch: Batch, item: Parsed, report: UsageReport
     ) -> None:
         record = batch.records.get(report.device_id)
         if record is None or item.verified_key is None:
@@ -314,7 +278,7 @@ class Ingest:
             return
         if self._refused_as_stale(item, batch, report.issued_at):
             return
-        accepted = _Accepted(
+        accepted = Accepted(
             item=item,
             update=CountsUpdate(
                 device=record, seq=report.seq, received_at=batch.now, counts=report.counts
@@ -325,7 +289,7 @@ class Ingest:
         batch.last_seq[record.device_id] = report.seq
         batch.reports[record.device_id, report.seq] = accepted
 
-    def _refused_as_stale(self, item: Parsed, batch: _Batch, issued_at: int) -> bool:
+    def _refused_as_stale(self, item: Parsed, batch: Batch, issued_at: int) -> bool:
         """Refuse a message issued outside the clock-skew window (SPEC §4, *Replay and
         freshness*): a request or report kept and replayed later is refused, not acted on."""
         skew = clock_skew_error(issued_at=issued_at, now=batch.now, window=self.settings.clock_skew)
@@ -362,7 +326,7 @@ class Ingest:
         )
         return True
 
-    async def _flush(self, tx: Transaction, batch: _Batch) -> None:
+    async def _flush(self, tx: Transaction, batch: Batch) -> None:
         """Apply the pending reports' counts (one bulk write) and refresh the records."""
         if not batch.pending:
             return
@@ -378,7 +342,7 @@ class Ingest:
         batch.pending.clear()
 
     async def _register(
-        self, tx: Transaction, batch: _Batch, item: Parsed, request: RegistrationRequest
+        self, tx: Transaction, batch: Batch, item: Parsed, request: RegistrationRequest
     ) -> None:
         if self._refused_as_stale(item, batch, request.issued_at):
             return
@@ -402,13 +366,13 @@ class Ingest:
         self._remember(record.device_id, record)
         batch.results.append((item, record, request))
         if new:
-            _open_new_window(batch, record.device_id)
+            batch.open_new_window(record.device_id)
             await record_carried_out(
                 tx, record.pk, request.request_id, now=batch.now, keep=2 * self.settings.clock_skew
             )
 
     async def _deregister(
-        self, tx: Transaction, batch: _Batch, item: Parsed, request: DeregistrationRequest
+        self, tx: Transaction, batch: Batch, item: Parsed, request: DeregistrationRequest
     ) -> None:
         record = batch.records.get(request.device_id)
         if record is not None and self._refused_for_another_key(item, record):
@@ -431,13 +395,13 @@ class Ingest:
         )
         batch.results.append((item, record, request))
 
-    async def _finish(self, tx: Transaction, batch: _Batch) -> list[Outgoing]:
+    async def _finish(self, tx: Transaction, batch: Batch) -> list[Outgoing]:
         now = batch.now
         states = await load_pool_states(tx, batch.pools, now) if batch.pools else {}
         batch.flips.extend(await record_statuses(tx, states.values(), actor=ACTOR, now=now))
         answered = {a.update.device.device_id for a in batch.accepted}
         pushes = await pushes_for_flips(tx, batch.flips, now=now, exclude=answered)
-        owed = self._owed(batch)
+        owed = batch.owed(self.settings.key.public)
         notices = await number_notices(tx, [*(o for _, o in owed), *pushes], now=now, pools=states)
         sealed = await self.crypto.seal(self.settings.key, notices)
         for (item, _), payload in zip(owed, sealed[: len(owed)], strict=True):
@@ -504,27 +468,3 @@ class Ingest:
             if item.answer is not None and item.device_id is not None
         ]
         return [*direct, *queued]
-
-    def _owed(self, batch: _Batch) -> list[tuple[Parsed, NoticeOwed]]:
-        """The batch's answers in arrival order, the order they are sent and numbered in."""
-        by_item: dict[int, NoticeOwed] = {}
-        for accepted in batch.accepted:
-            device = batch.records[accepted.update.device.device_id]
-            by_item[id(accepted.item)] = NoticeRequest(
-                device=device, counts=device.counts, in_reply_to=accepted.update.seq
-            )
-        for item, error in batch.errors:
-            by_item[id(item)] = error
-        for item, record, request in batch.results:
-            by_item[id(item)] = ResultRequest(
-                device=record, request=request, collector_key=self.settings.key.public
-            )
-        return [(item, by_item[id(item)]) for item in batch.items if id(item) in by_item]
-
-
-def _open_new_window(batch: _Batch, device_id: str) -> None:
-    """A device registered again in this batch: its sequence window starts anew (as in the
-    store, where registering deletes its accepted reports), here as well as there."""
-    batch.last_seq.pop(device_id, None)
-    for key in [key for key in batch.reports if key[0] == device_id]:
-        batch.superseded.add(id(batch.reports.pop(key)))
