@@ -55,10 +55,7 @@ from smartlic.collector.service.decisions import (
     report_digest,
 )
 from smartlic.collector.service.intake import Parsed, parse
-from smartlic.collector.service.notices import (
-    ErrorRequest,
-    number_notices,
-)
+from smartlic.collector.service.notices import ErrorRequest, number_notices
 from smartlic.collector.service.outbox import Outgoing, queue_pushes
 from smartlic.collector.service.pushes import pushes_for_flips
 from smartlic.collector.service.records import DeviceRecords
