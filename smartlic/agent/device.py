@@ -55,7 +55,9 @@ class Device:
         "_pending",
         "_pending_acked",
         "_pending_attempts",
+        "_pending_copies",
         "_pending_in_flight",
+        "_pending_older_copies",
         "_pending_retry_at",
         "_persisted_elapsed",
         "_registered_at",
@@ -123,6 +125,8 @@ class Device:
         self._pending_acked = False
         self._pending_attempts = 0
         self._pending_retry_at: Deadline | None = None
+        self._pending_copies = 0
+        self._pending_older_copies = 0
         self._authorization = snapshot.authorization
         self._next_report = snapshot.next_report
         self._usage: dict[str, int] = dict(snapshot.usage)
@@ -204,6 +208,8 @@ class Device:
         self._pending_acked = False
         self._pending_attempts = 0
         self._pending_retry_at = None
+        self._pending_copies = 0
+        self._pending_older_copies = 0
         self._dirty = True
 
     def _usage_changed_at(self, now: float) -> None:

@@ -169,17 +169,25 @@ class Replies(Device):
     def _refused_for_waiting(
         self, message: CollectorMessage, relevance: Relevance, now: float
     ) -> bool:
-        """A request refused for clock skew only because it waited (in the broker, for a
-        collector that was down) is sent again, signed afresh, instead of given up."""
-        pending = self._pending
+        """Whether a clock-skew refusal of the pending request is set aside, not given up.
+
+        Copies re-sent after a while carry a fresh issue time but the same request id, so a
+        refusal is first taken for an older copy's, which waited (in the broker, for a
+        collector that was down), while a fresh copy's answer is still to come. One that can
+        only be the current copy's is set aside too when that copy has itself grown stale
+        (it is sent again, signed afresh); only a fresh copy refused means a wrong clock.
+        """
         if (
-            pending is None
+            self._pending is None
             or relevance not in {Relevance.REGISTRATION, Relevance.DEREGISTRATION}
             or not isinstance(message, ErrorNotice)
             or message.code is not ErrorCode.CLOCK_SKEW
         ):
             return False
-        request = open_message(pending.payload).message
+        if self._pending_older_copies > 0:
+            self._pending_older_copies -= 1
+            return True
+        request = open_message(self._pending.payload).message
         if not isinstance(request, RegistrationRequest | DeregistrationRequest):
             return False
         if now - request.issued_at < self._settings.request_refresh:

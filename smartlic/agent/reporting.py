@@ -12,7 +12,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from smartlic.agent.actions import Publish, ReportQueued
-from smartlic.agent.device import REQUEST_ID_BYTES, Device
+from smartlic.agent.device import Device
 from smartlic.agent.outbox import OutboxEntry
 from smartlic.agent.retry import backoff_delay, unit_interval
 from smartlic.protocol import (
@@ -83,7 +83,12 @@ class Reporting(Device):
         self._pending_attempts += 1
         self._pending_retry_at = self._retry_deadline(self._pending_attempts, now)
         self.counters.publishes += 1
-        pending = self._refreshed(pending, now)
+        refreshed = self._refreshed(pending, now)
+        if refreshed is not pending:
+            self._pending_older_copies += self._pending_copies
+            self._pending_copies = 0
+        self._pending_copies += 1
+        pending = refreshed
         return Publish(
             topic=self.uplink,
             payload=pending.payload,
@@ -101,20 +106,17 @@ class Reporting(Device):
     def _refreshed(self, pending: PendingRequest, now: float) -> PendingRequest:
         """``pending``, issued again at ``now`` when it has grown stale.
 
-        The fresh copy is a new request (a new id), so only an answer to it is believed: the
-        old copy may still reach the collector and be refused for its age, and that refusal
-        must not be taken for this copy's answer.
+        The same request (the same id): an answer to any copy is its answer, however late
+        the copies are answered; a clock-skew refusal is taken for an older copy's while
+        older copies are out (``Replies._refused_for_waiting``).
         """
         request = open_message(pending.payload).message
         if not isinstance(request, RegistrationRequest | DeregistrationRequest):
             return pending
         if now - request.issued_at < self._settings.request_refresh:
             return pending
-        request_id = self._entropy(REQUEST_ID_BYTES)
-        fresh = dataclasses.replace(request, issued_at=int(now), request_id=request_id)
-        self._pending = dataclasses.replace(
-            pending, request_id=request_id, payload=seal(fresh, self._key)
-        )
+        fresh = dataclasses.replace(request, issued_at=int(now))
+        self._pending = dataclasses.replace(pending, payload=seal(fresh, self._key))
         self._dirty = True
         return self._pending
 

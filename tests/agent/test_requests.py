@@ -1,4 +1,4 @@
-"""Pending (de)registration requests re-sent after an outage are issued afresh, as new requests.
+"""Pending (de)registration requests re-sent after an outage are issued afresh.
 
 The collector refuses a request issued outside its clock-skew window (SPEC §4): one kept
 through a long outage and re-sent as it was would be taken for a replay, and one refused
@@ -30,8 +30,8 @@ def _outage(harness: Harness, seconds: float) -> float:
     return T0 + seconds
 
 
-def test_a_request_re_sent_after_an_outage_is_issued_again_as_a_new_request() -> None:
-    """A new id too: a refusal of the old copy for its age is not this copy's answer."""
+def test_a_request_re_sent_after_an_outage_is_issued_again_with_the_same_id() -> None:
+    """The same request: an answer to either copy is its answer."""
     harness = Harness(new_core())
     harness.collector_up = False
     harness.start(T0)
@@ -40,10 +40,7 @@ def test_a_request_re_sent_after_an_outage_is_issued_again_as_a_new_request() ->
 
     (first_id, first), (again_id, again) = _requests(harness)
     assert (int(T0), int(later)) == (first.issued_at, again.issued_at)
-    assert (first_id, again_id) == (first.request_id, again.request_id)
-    assert first_id != again_id
-    assert harness.core.pending is not None
-    assert again_id == harness.core.pending.request_id
+    assert first_id == again_id == first.request_id == again.request_id
 
 
 def test_a_request_re_sent_soon_is_the_very_same_bytes() -> None:
@@ -97,6 +94,23 @@ def test_a_fresh_request_refused_for_skew_is_given_up_the_clock_is_wrong() -> No
     (refused,) = of_type(harness.actions, RegistrationRefused)
     assert ErrorCode.CLOCK_SKEW is refused.code
     assert 1 == len(_requests(harness))
+
+
+def test_a_refusal_of_an_older_copy_is_set_aside_for_the_fresh_copys_answer() -> None:
+    """Both copies waited in the broker; the older one is refused for its age."""
+    harness = Harness(new_core())
+    harness.collector_up = False
+    harness.start(T0)
+    harness.register(T0)
+    _outage(harness, 7200)
+    harness.script.refuse_registration = ErrorCode.CLOCK_SKEW
+    harness.collector_up = True
+    first, _ = of_type(harness.actions, Publish)
+    harness.run(harness.core.publish_acked(first, T0 + 7200), T0 + 7200)
+    harness.receive(harness.script.handle(first.topic, first.payload, T0 + 7200)[0], T0 + 7200)
+
+    assert [] == of_type(harness.actions, RegistrationRefused)
+    assert harness.core.pending is not None
 
 
 def test_an_unanswered_request_is_sent_again_after_the_retry_delay() -> None:
