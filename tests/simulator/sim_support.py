@@ -42,5 +42,5 @@ def assert_clean(report: RunReport) -> None:
         verdict.double_counted,
         verdict.stale_usage,
         report.failures(),
-    ), verdict.examples
+    ), (report.failures(), verdict.examples)
     assert report.reports_answered > 0
