@@ -44,7 +44,7 @@ class PendingRequest:
     kind: RequestKind
     request_id: bytes
     payload: bytes
-    """The signed request, re-sent until answered (signed again with a fresh issue time, same id, once stale)."""
+    """The signed request, re-sent until answered (signed again when stale, with the same id)."""
     fingerprint: bytes | None = None
     """For a registration: the collector fingerprint from the token, to verify the answer."""
 
