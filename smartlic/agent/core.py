@@ -23,10 +23,10 @@ storage lost its last write, numbers the collector already saw are not reused.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from smartlic.agent.actions import NoticeIgnored, Publish
-from smartlic.agent.device import AUTHORIZED_STATES, REQUEST_ID_BYTES
+from smartlic.agent.device import AUTHORIZED_STATES
 from smartlic.agent.errors import LocalAgentError
 from smartlic.agent.notices import Ignored, judge
 from smartlic.agent.replies import Replies
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from smartlic.protocol import SigningKey, VerifyingKey
 
 __all__ = ["DAY", "AgentCore", "CoreSettings", "Counters"]
+REQUEST_ID_BYTES: Final = 16
 
 
 class AgentCore(Reporting, Replies):

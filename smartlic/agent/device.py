@@ -19,7 +19,7 @@ from smartlic.agent.settings import CoreSettings, Counters
 from smartlic.agent.snapshot import RequestKind, Snapshot, collector_key_from
 from smartlic.agent.states import LicenseEvent, LicenseState, transition
 from smartlic.agent.timekeeping import Deadline, UseClock
-from smartlic.protocol import Udi
+from smartlic.protocol import DeregistrationRequest, RegistrationRequest, Udi, open_message
 
 if TYPE_CHECKING:
     from smartlic.agent.actions import Action
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from smartlic.agent.snapshot import PendingRequest, StoredTag
     from smartlic.protocol import SigningKey, VerifyingKey
 
-REQUEST_ID_BYTES: Final = 16
 AUTHORIZED_STATES: Final = frozenset({LicenseState.AUTHORIZED, LicenseState.OUT_OF_COMPLIANCE})
 """The states whose answer carries a validity end that can lapse."""
 
@@ -211,6 +210,16 @@ class Device:
         self._pending_copies = 0
         self._pending_older_copies = 0
         self._dirty = True
+
+    def _stale_request(self, now: float) -> RegistrationRequest | DeregistrationRequest | None:
+        """The pending request if it was issued ``request_refresh`` or more ago: the
+        collector may refuse it for its age, and it is signed again before it is re-sent."""
+        if self._pending is None:
+            return None
+        request = open_message(self._pending.payload).message
+        if not isinstance(request, RegistrationRequest | DeregistrationRequest):
+            return None
+        return request if now - request.issued_at >= self._settings.request_refresh else None
 
     def _usage_changed_at(self, now: float) -> None:
         s = self._settings

@@ -26,14 +26,11 @@ from smartlic.agent.snapshot import StoredTag
 from smartlic.agent.states import LicenseEvent
 from smartlic.protocol import (
     Authorization,
-    DeregistrationRequest,
     DeregistrationResult,
     ErrorCode,
     ErrorNotice,
     OutOfComplianceNotice,
-    RegistrationRequest,
     RegistrationResult,
-    open_message,
 )
 
 if TYPE_CHECKING:
@@ -187,10 +184,7 @@ class Replies(Device):
         if self._pending_older_copies > 0:
             self._pending_older_copies -= 1
             return True
-        request = open_message(self._pending.payload).message
-        if not isinstance(request, RegistrationRequest | DeregistrationRequest):
-            return False
-        if now - request.issued_at < self._settings.request_refresh:
+        if self._stale_request(now) is None:
             return False
         self._pending_in_flight = self._pending_acked = False
         self._dirty = True

@@ -83,12 +83,10 @@ class Reporting(Device):
         self._pending_attempts += 1
         self._pending_retry_at = self._retry_deadline(self._pending_attempts, now)
         self.counters.publishes += 1
-        refreshed = self._refreshed(pending, now)
-        if refreshed is not pending:
-            self._pending_older_copies += self._pending_copies
-            self._pending_copies = 0
+        stale = self._stale_request(now)
+        if stale is not None:
+            pending = self._reissued(pending, stale, now)
         self._pending_copies += 1
-        pending = refreshed
         return Publish(
             topic=self.uplink,
             payload=pending.payload,
@@ -103,20 +101,19 @@ class Reporting(Device):
         delay = backoff_delay(attempts - 1, base=s.retry_base, cap=s.retry_cap, unit=unit)
         return self._clock.after(delay, now)
 
-    def _refreshed(self, pending: PendingRequest, now: float) -> PendingRequest:
-        """``pending``, issued again at ``now`` when it has grown stale.
-
-        The same request (the same id): an answer to any copy is its answer, however late
-        the copies are answered; a clock-skew refusal is taken for an older copy's while
-        older copies are out (``Replies._refused_for_waiting``).
-        """
-        request = open_message(pending.payload).message
-        if not isinstance(request, RegistrationRequest | DeregistrationRequest):
-            return pending
-        if now - request.issued_at < self._settings.request_refresh:
-            return pending
+    def _reissued(
+        self,
+        pending: PendingRequest,
+        request: RegistrationRequest | DeregistrationRequest,
+        now: float,
+    ) -> PendingRequest:
+        """``pending`` signed again, issued at ``now``: the same request (the same id), so an
+        answer to any copy is its answer, however late; a clock-skew refusal is taken for an
+        older copy's while older copies are out (``Replies._refused_for_waiting``)."""
         fresh = dataclasses.replace(request, issued_at=int(now))
         self._pending = dataclasses.replace(pending, payload=seal(fresh, self._key))
+        self._pending_older_copies += self._pending_copies
+        self._pending_copies = 0
         self._dirty = True
         return self._pending
 
