@@ -71,12 +71,17 @@ class Parsed:
         self.refusal = Refusal(code=code, reason=reason, answer=answer)
 
 
+def uplink_device(topics: Topics, topic: str) -> str | None:
+    """The device whose uplink ``topic`` is, or None when it is not a well-formed one."""
+    try:
+        return topics.device_of_uplink(topic)
+    except ProtocolError:
+        return None
+
+
 def parse(topics: Topics, topic: str, payload: bytes, *, mid: int = 0, qos: int = 1) -> Parsed:
     """Read a message received on an uplink topic. Never raises for any input."""
-    try:
-        device_id: str | None = topics.device_of_uplink(topic)
-    except ProtocolError:
-        device_id = None
+    device_id = uplink_device(topics, topic)
     item = Parsed(topic=topic, payload=payload, mid=mid, qos=qos, device_id=device_id)
     if device_id is None:
         item.refuse(ErrorCode.MALFORMED_TOPIC, f"not an uplink topic: {topic!r}", answer=False)

@@ -33,7 +33,7 @@ from smartlic.collector.receipts import DeadLetter, add_dead_letters, prune_acce
 from smartlic.collector.service.clock import Clock
 from smartlic.collector.service.crypto import CryptoPool, CryptoUnavailable
 from smartlic.collector.service.ingest import ACTOR, Ingest, Prepared, Settings
-from smartlic.collector.service.intake import worth_keeping_after_reconnect
+from smartlic.collector.service.intake import uplink_device, worth_keeping_after_reconnect
 from smartlic.collector.service.notices import number_notices
 from smartlic.collector.service.outbox import (
     Outgoing,
@@ -52,7 +52,7 @@ from smartlic.collector.signing_key import check_site_key, read_key_file
 from smartlic.collector.site import site_info
 from smartlic.collector.store import ConstraintError, StoreError, open_store
 from smartlic.mqtt.native import NativeMqttClient
-from smartlic.protocol import ErrorCode, ProtocolError, Topics
+from smartlic.protocol import ErrorCode, Topics
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Sequence
@@ -341,10 +341,7 @@ class CollectorService:
         return outgoing
 
     async def _bury(self, message: MqttMessage) -> None:
-        try:
-            device_id: str | None = self.topics.device_of_uplink(message.topic)
-        except ProtocolError:
-            device_id = None
+        device_id = uplink_device(self.topics, message.topic)
         async with self._require_store().write() as tx:
             await add_dead_letters(
                 tx,
