@@ -23,6 +23,15 @@ def _requests(harness: Harness) -> list[tuple[bytes | None, RegistrationRequest]
     return sent
 
 
+def _registering_unanswered() -> Harness:
+    """A core that sent its registration at T0 while the collector was not answering."""
+    harness = Harness(new_core())
+    harness.collector_up = False
+    harness.start(T0)
+    harness.register(T0)
+    return harness
+
+
 def _outage(harness: Harness, seconds: float) -> float:
     """The connection drops, and comes back ``seconds`` after T0."""
     harness.run(harness.core.disconnected(T0 + 1), T0 + 1)
@@ -32,10 +41,7 @@ def _outage(harness: Harness, seconds: float) -> float:
 
 def test_a_request_re_sent_after_an_outage_is_issued_again_with_the_same_id() -> None:
     """The same request: an answer to either copy is its answer."""
-    harness = Harness(new_core())
-    harness.collector_up = False
-    harness.start(T0)
-    harness.register(T0)
+    harness = _registering_unanswered()
     later = _outage(harness, 7200)
 
     (first_id, first), (again_id, again) = _requests(harness)
@@ -44,10 +50,7 @@ def test_a_request_re_sent_after_an_outage_is_issued_again_with_the_same_id() ->
 
 
 def test_a_request_re_sent_soon_is_the_very_same_bytes() -> None:
-    harness = Harness(new_core())
-    harness.collector_up = False
-    harness.start(T0)
-    harness.register(T0)
+    harness = _registering_unanswered()
     _outage(harness, CoreSettings().request_refresh / 2)
 
     first, again = (p.payload for p in of_type(harness.actions, Publish))
@@ -55,10 +58,7 @@ def test_a_request_re_sent_soon_is_the_very_same_bytes() -> None:
 
 
 def test_the_request_issued_again_is_what_a_restart_would_send() -> None:
-    harness = Harness(new_core())
-    harness.collector_up = False
-    harness.start(T0)
-    harness.register(T0)
+    harness = _registering_unanswered()
     _outage(harness, 7200)
 
     stored = harness.storage.load()
@@ -98,10 +98,7 @@ def test_a_fresh_request_refused_for_skew_is_given_up_the_clock_is_wrong() -> No
 
 def test_a_refusal_of_an_older_copy_is_set_aside_for_the_fresh_copys_answer() -> None:
     """Both copies waited in the broker; the older one is refused for its age."""
-    harness = Harness(new_core())
-    harness.collector_up = False
-    harness.start(T0)
-    harness.register(T0)
+    harness = _registering_unanswered()
     _outage(harness, 7200)
     harness.script.refuse_registration = ErrorCode.CLOCK_SKEW
     harness.collector_up = True
@@ -116,10 +113,7 @@ def test_a_refusal_of_an_older_copy_is_set_aside_for_the_fresh_copys_answer() ->
 def test_an_unanswered_request_is_sent_again_after_the_retry_delay() -> None:
     """On the same connection: a broker may have lost it (the gap before a restarted broker
     has the collector's shared subscription again)."""
-    harness = Harness(new_core())
-    harness.collector_up = False
-    harness.start(T0)
-    harness.register(T0)
+    harness = _registering_unanswered()
     settings = CoreSettings()
     harness.tick(T0 + settings.retry_base / 4)
     early = len(_requests(harness))
