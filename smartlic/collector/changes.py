@@ -135,3 +135,9 @@ async def latest_change_id(tx: Transaction) -> int:
     """Where a service starting from the current state begins watching."""
     row = await tx.fetch_one("SELECT MAX(id) AS id FROM changes")
     return 0 if row is None or row["id"] is None else int(row["id"])
+
+
+async def next_change_id(tx: Transaction, after: int) -> int | None:
+    """The id of the first change after ``after``, read without reading the change itself."""
+    row = await tx.fetch_one("SELECT MIN(id) AS id FROM changes WHERE id > ?", (after,))
+    return None if row is None or row["id"] is None else int(row["id"])

@@ -24,14 +24,15 @@ import contextlib
 import signal
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
-from smartlic.collector.compliance import next_license_change_at, reevaluate
+from smartlic.collector.compliance import reevaluate
 from smartlic.collector.receipts import DeadLetter, add_dead_letters, prune_accepted
 from smartlic.collector.service.clock import Clock
-from smartlic.collector.service.crypto import CryptoPool, CryptoUnavailable
+from smartlic.collector.service.crypto import CryptoPool
+from smartlic.collector.service.failures import is_outage, log_outage
 from smartlic.collector.service.ingest import ACTOR, Ingest, Prepared, Settings
 from smartlic.collector.service.intake import uplink_device, worth_keeping_after_reconnect
 from smartlic.collector.service.notices import number_notices
@@ -43,19 +44,16 @@ from smartlic.collector.service.outbox import (
     set_service_mark,
     unsent_pushes,
 )
-from smartlic.collector.service.pushes import (
-    pushes_for_changes,
-    pushes_for_expiry,
-    pushes_for_flips,
-)
+from smartlic.collector.service.pushes import pushes_for_flips
+from smartlic.collector.service.watchers import CHANGES_MARK, EXPIRY_MARK, RETRY_DELAY, Watchers
 from smartlic.collector.signing_key import check_site_key, read_key_file
 from smartlic.collector.site import site_info
-from smartlic.collector.store import ConstraintError, StoreError, open_store
+from smartlic.collector.store import StoreError, open_store
 from smartlic.mqtt.native import NativeMqttClient
 from smartlic.protocol import ErrorCode, Topics
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Sequence
+    from collections.abc import Sequence
 
     from smartlic.collector.service.config import ServiceConfig
     from smartlic.collector.service.notices import ErrorRequest, NoticeRequest
@@ -66,14 +64,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = structlog.get_logger("smartlic.collector")
 
-_CHANGES_MARK: Final = "changes"
-_EXPIRY_MARK: Final = "expiry"
-_EXPIRY_RECHECK: Final = 30.0
-"""Real seconds between looks for license terms (a deposit may bring an earlier one)."""
-_RETRY_DELAY: Final = 1.0
-_OUTAGES: Final = (StoreError, CryptoUnavailable)
-"""Failures of what the service depends on: the work is tried again later, nothing is acked."""
-
 
 class CollectorService:
     def __init__(self, config: ServiceConfig, *, clock: Clock | None = None) -> None:
@@ -83,8 +73,6 @@ class CollectorService:
         self._intake: deque[MqttMessage] = deque()
         self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._terms_changed = asyncio.Event()
-        """Set when licenses may have changed: the expiry task looks again at once."""
         self._paused = False
         self._published: list[int] = []
         self._outbox_mids: dict[int, int] = {}
@@ -152,6 +140,15 @@ class CollectorService:
                 on_disconnect=self._disconnected,
                 on_published=self._published.append,
             )
+            watchers = Watchers(
+                store=store,
+                clock=self.clock,
+                stopping=self._stopping,
+                queue=self._queue,
+                send=self._send,
+                actor=ACTOR,
+                poll_interval=config.change_poll_ms / 1000,
+            )
             await self._startup()
             log.info(
                 "collector.started",
@@ -163,8 +160,8 @@ class CollectorService:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._mqtt(), name="mqtt")
                 tasks.create_task(self._ingest_loop(), name="ingest")
-                tasks.create_task(self._changes_loop(), name="changes")
-                tasks.create_task(self._expiry_loop(), name="expiry")
+                tasks.create_task(watchers.watch_changes(), name="changes")
+                tasks.create_task(watchers.watch_terms(), name="expiry")
                 tasks.create_task(self._outbox_loop(), name="outbox")
                 self.started.set()
         finally:
@@ -177,16 +174,16 @@ class CollectorService:
         """Catch up with what happened while the service was down."""
         store, now = self._require_store(), self.now()
         async with store.write() as tx:
-            mark = await service_mark(tx, _CHANGES_MARK)
+            mark = await service_mark(tx, CHANGES_MARK)
             if mark is None:
                 latest = await tx.fetch_one("SELECT MAX(id) AS id FROM changes")
-                await set_service_mark(tx, _CHANGES_MARK, int(latest["id"] or 0) if latest else 0)
+                await set_service_mark(tx, CHANGES_MARK, int(latest["id"] or 0) if latest else 0)
             # Terms may have started or ended while we were down: look at every pool once.
             rows = await tx.fetch_all("SELECT DISTINCT va_id FROM pool_usage")
             flips = await reevaluate(tx, [int(r["va_id"]) for r in rows], actor=ACTOR, now=now)
             requests = await pushes_for_flips(tx, flips, now=now)
             await self._queue(tx, requests, [], now)
-            await set_service_mark(tx, _EXPIRY_MARK, now)
+            await set_service_mark(tx, EXPIRY_MARK, now)
 
     async def _mqtt(self) -> None:
         client = self._require_client()
@@ -315,17 +312,11 @@ class CollectorService:
                     spent, prepared = prepared, None
                     return await ingest.commit(spent, self.now())
                 return await ingest.process(batch, self.now())
-            except _OUTAGES as exc:
-                if isinstance(exc, ConstraintError):
-                    # A constraint the deciding broke is a fault in it, not an outage: tried
-                    # again as it is, the batch would stop intake behind it for good.
+            except Exception as exc:  # noqa: BLE001 -- an outage is retried, a fault isolated
+                if not is_outage(exc):
                     return await self._isolate(batch, exc)
-                log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
-                    _outage_event(exc), error=str(exc), batch=len(batch)
-                )
-                await asyncio.sleep(_RETRY_DELAY)
-            except Exception as exc:  # noqa: BLE001 -- any fault of ours: isolated, the rest goes on
-                return await self._isolate(batch, exc)
+                log_outage(exc, batch=len(batch))
+                await asyncio.sleep(RETRY_DELAY)
 
     async def _isolate(self, batch: Sequence[MqttMessage], fault: Exception) -> list[Outgoing]:
         """Decide a batch that broke the service one message at a time; the message that
@@ -356,65 +347,6 @@ class CollectorService:
                     )
                 ],
             )
-
-    async def _changes_loop(self) -> None:
-        """Administrative changes made by other processes reach devices within a poll."""
-        store = self._require_store()
-        interval = self.config.change_poll_ms / 1000
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._stopping.wait()
-            try:
-                async with store.read() as tx:
-                    mark = await service_mark(tx, _CHANGES_MARK) or 0
-                    latest = await tx.fetch_one("SELECT MAX(id) AS id FROM changes")
-                if latest is None or int(latest["id"] or 0) <= mark:
-                    continue
-                now = self.now()
-                async with store.write() as tx:
-                    mark = await service_mark(tx, _CHANGES_MARK) or 0
-                    new_mark, requests, errors = await pushes_for_changes(tx, mark, now=now)
-                    outgoing = await self._queue(tx, requests, errors, now)
-                    await set_service_mark(tx, _CHANGES_MARK, new_mark)
-                log.info("collector.changes", up_to=new_mark, pushes=len(outgoing))
-                self._terms_changed.set()
-                await self._send(outgoing)
-            except _OUTAGES as exc:
-                log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
-                    _outage_event(exc), task="changes", error=str(exc)
-                )
-
-    async def _expiry_loop(self) -> None:
-        """Term licenses start and end by the clock alone; pools may flip with no event."""
-        store = self._require_store()
-        while not self._stopping.is_set():
-            try:
-                async with store.read() as tx:
-                    mark = await service_mark(tx, _EXPIRY_MARK) or self.now()
-                    upcoming = await next_license_change_at(tx, mark)
-                wait = _EXPIRY_RECHECK
-                if upcoming is not None:
-                    wait = min(wait, self.clock.real_seconds(upcoming - self.now()))
-                self._terms_changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(wait, 0.0)):
-                        await _first(self._stopping.wait(), self._terms_changed.wait())
-                now = self.now()
-                if upcoming is None or upcoming > now:
-                    continue
-                async with store.write() as tx:
-                    since = await service_mark(tx, _EXPIRY_MARK) or mark
-                    requests = await pushes_for_expiry(tx, since, now, actor=ACTOR)
-                    outgoing = await self._queue(tx, requests, [], now)
-                    await set_service_mark(tx, _EXPIRY_MARK, now)
-                log.info("collector.license_terms", until=now, pushes=len(outgoing))
-                await self._send(outgoing)
-            except _OUTAGES as exc:
-                log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
-                    _outage_event(exc), task="expiry", error=str(exc)
-                )
-                await asyncio.sleep(_RETRY_DELAY)
 
     async def _outbox_loop(self) -> None:
         store = self._require_store()
@@ -489,25 +421,11 @@ class CollectorService:
         return _required(self._key, "signing key")
 
 
-def _outage_event(exc: Exception) -> str:
-    return "collector.store_failed" if isinstance(exc, StoreError) else "collector.crypto_failed"
-
-
 def _required(value: T | None, what: str) -> T:
     if value is None:
         message = f"the service's {what} is used before run() set it up"
         raise RuntimeError(message)
     return value
-
-
-async def _first(*waits: Coroutine[Any, Any, object]) -> None:
-    """Until the first of ``waits`` finishes; the others are cancelled."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def install_signal_handlers(service: CollectorService) -> None:
