@@ -1,8 +1,9 @@
 """Real agent cores against the real collector's batches, with the network in between lossy.
 
 No broker: what the agents publish waits in a queue that the collector takes in batches of any
-size, and what the collector sends waits per device until it is delivered, lost, or the
-report behind it is delivered again (a broker redelivering what it saw no PUBACK for).
+size (two collectors on one database take turns, as two members of a share group), and what
+the collectors send waits per device until it is delivered, lost, or the report behind it is
+delivered again (a broker redelivering what it saw no PUBACK for).
 Meanwhile usage changes, time passes, and an administrator moves licenses between VAs. Once
 the network is fair again, every agent must end where the collector's records say it is: the
 same counts, and authorized exactly when none of the pools of the tags it uses is short.
@@ -51,7 +52,7 @@ steps = st.one_of(
         st.sampled_from([1.0, 60.0, HOUR, 10 * HOUR]),
         st.just(""),
     ),
-    st.tuples(st.just("collect"), st.integers(1, 8), st.just(0), st.just("")),
+    st.tuples(st.just("collect"), st.integers(1, 8), st.sampled_from([0, 1]), st.just("")),
     st.tuples(st.just("leave"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
     st.tuples(st.just("join"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
     st.tuples(
@@ -70,7 +71,8 @@ class Network:
     """The broker, as far as delivery goes: QoS 1, in order, at least once."""
 
     agents: list[AgentCore]
-    ingest: Ingest
+    collectors: tuple[Ingest, Ingest]
+    """Two collectors on one database, as two members of a share group."""
     site: Site
     token: str
     now: float
@@ -89,12 +91,12 @@ class Network:
                 self.up.append(uplink_message(action.topic, action.payload))
                 queue += agent.publish_acked(action, self.now)
 
-    async def collect(self, count: int) -> None:
+    async def collect(self, count: int, by: int = 0) -> None:
         batch, self.up = self.up[:count], self.up[count:]
         if not batch:
             return
         self.taken += batch
-        sent = await self.ingest.process(batch, int(self.now))
+        sent = await self.collectors[by].process(batch, int(self.now))
         for outgoing in sent:
             self.down.setdefault(outgoing.device_id, []).append(outgoing.payload)
 
@@ -110,7 +112,8 @@ class Network:
 
     async def poll_changes(self) -> None:
         """The service's change-feed loop, without its task: push what the changes call for."""
-        self.mark, built = await changes_pushed(self.ingest.store, self.mark, at=int(self.now))
+        store = self.collectors[0].store
+        self.mark, built = await changes_pushed(store, self.mark, at=int(self.now))
         for message in built:
             self.down.setdefault(message.device_id, []).append(seal(message, self.site.key))
 
@@ -152,7 +155,7 @@ async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
         for _ in range(n):
             net.tick(amount)
     elif kind == "collect":
-        await net.collect(n)
+        await net.collect(n, by=int(amount))
     elif kind == "deliver":
         net.deliver(n)
     elif kind == "lose":
@@ -213,11 +216,11 @@ async def _run(steps_taken: Sequence[Step], seed: int) -> None:
             )
             for n in range(AGENTS)
         ]
-        async with collector(site) as ingest:
+        async with collector(site) as first, collector(site) as second:
             (row,) = await site.query("SELECT COALESCE(MAX(id), 0) AS id FROM changes")
             net = Network(
                 agents=agents,
-                ingest=ingest,
+                collectors=(first, second),
                 site=site,
                 token=token,
                 now=float(now()),

@@ -208,7 +208,9 @@ class Run:
         return keys
 
 
-async def _run(batches: Sequence[Sequence[Operation]]) -> Run:
+async def _run(batches: Sequence[Sequence[Operation]], takers: Sequence[int] = ()) -> Run:
+    """Decide ``batches`` in turn, each by the collector ``takers`` names (the first by
+    default): two share the database, as two members of a share group do."""
     with tempfile.TemporaryDirectory() as folder:
         site = await Site.create(Path(folder))
         await site.account("ACME")
@@ -226,8 +228,9 @@ async def _run(batches: Sequence[Sequence[Operation]]) -> Run:
             + [Model(stored_key=None, registered=False) for _ in range(NEWCOMERS)],
         )
         earlier: list[list[Sent]] = [[] for _ in fleet]
-        async with collector(site) as ingest:
-            for batch in batches:
+        async with collector(site) as first, collector(site) as second:
+            for n, batch in enumerate(batches):
+                ingest = (first, second)[takers[n] if n < len(takers) else 0]
                 messages = [(op[0], _send(fleet[op[0]], op, token, earlier[op[0]])) for op in batch]
                 keys = run.expect(messages)
                 prepared = await ingest.prepare([uplink(fleet[n], s.payload) for n, s in messages])
@@ -276,7 +279,28 @@ batches = st.lists(st.lists(operations, min_size=1, max_size=10), min_size=1, ma
 def test_the_collector_decides_every_batch_as_the_rules_do(
     batches: list[list[Operation]],
 ) -> None:
-    run = asyncio.run(_run(batches))
+    _check(asyncio.run(_run(batches)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=batches, takers=st.lists(st.integers(0, 1), min_size=4, max_size=4))
+@example(  # a device registered again with a new key through the other collector
+    batches=[
+        [(0, "report", {}, 0)],
+        [(0, "leave", {}, 0), (0, "rekey", {}, 0)],
+        [(0, "report", {}, 0)],
+    ],
+    takers=[1, 0, 1, 0],
+)
+def test_two_collectors_sharing_the_database_decide_as_the_rules_do(
+    batches: list[list[Operation]], takers: list[int]
+) -> None:
+    """Each keeps device keys and records in memory; what the other changed meanwhile must
+    count as if one collector had decided every batch."""
+    _check(asyncio.run(_run(batches, takers)))
+
+
+def _check(run: Run) -> None:
     for code in {c.name if c else "accepted" for c in run.expected}:
         event(code)
     if run.duplicates:

@@ -93,3 +93,38 @@ async def test_a_deregistration_signed_with_the_key_just_replaced_is_refused(
     rows = await collector_site.query("SELECT state FROM devices")
     assert [None, None, ErrorCode.BAD_SIGNATURE] == refusals(prepared)
     assert [{"state": "registered"}] == rows
+
+
+async def test_a_device_given_a_new_key_by_another_collector_is_verified_with_it(
+    collector_site: Site,
+) -> None:
+    """The first collector still holds the old key in memory; the signature that fails with
+    it is checked again with the key now stored."""
+    await collector_site.deposit("PO-1", quantity=10)
+    token = await collector_site.token()
+    (device,) = await devices(collector_site, "K6")
+    async with collector(collector_site) as first, collector(collector_site) as second:
+        await decide(first, [report(device, {TAG: 1})])
+        await decide(second, [uplink(device, device.deregistration_bytes()[0])])
+        device.key = new_key()
+        await decide(second, [uplink(device, device.registration(token))])
+        prepared = await decide(first, [report(device, {TAG: 2})])
+    assert [None] == refusals(prepared)
+    assert 2 == await collector_site.in_use()
+
+
+async def test_a_report_signed_with_a_key_another_collector_replaced_is_refused(
+    collector_site: Site,
+) -> None:
+    token = await collector_site.token()
+    (device,) = await devices(collector_site, "K7")
+    old_key = device.key
+    async with collector(collector_site) as first, collector(collector_site) as second:
+        await decide(first, [report(device, {TAG: 1})])
+        await decide(second, [uplink(device, device.deregistration_bytes()[0])])
+        device.key = new_key()
+        await decide(second, [uplink(device, device.registration(token))])
+        device.key = old_key
+        prepared = await decide(first, [report(device, {TAG: 2})])
+    assert [ErrorCode.BAD_SIGNATURE] == refusals(prepared)
+    assert 0 == await collector_site.in_use()

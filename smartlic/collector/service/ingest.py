@@ -34,7 +34,6 @@ from smartlic.collector.devices import (
     DeviceState,
     apply_reports,
     deregister,
-    find_devices,
     register_device,
 )
 from smartlic.collector.errors import Refused
@@ -51,7 +50,6 @@ from smartlic.collector.service.decisions import (
     SequenceVerdict,
     classify_sequence,
     clock_skew_error,
-    refuse_unverified,
     report_digest,
 )
 from smartlic.collector.service.intake import Parsed, parse
@@ -59,10 +57,10 @@ from smartlic.collector.service.notices import ErrorRequest, number_notices
 from smartlic.collector.service.outbox import Outgoing, queue_pushes
 from smartlic.collector.service.pushes import pushes_for_flips
 from smartlic.collector.service.records import DeviceRecords
+from smartlic.collector.service.verifying import Verifier
 from smartlic.protocol import (
     DeregistrationRequest,
     ErrorCode,
-    Opened,
     RegistrationRequest,
     UsageReport,
 )
@@ -73,11 +71,9 @@ if TYPE_CHECKING:
     from smartlic.collector.service.crypto import CryptoPool
     from smartlic.collector.store import Store, Transaction
     from smartlic.mqtt.common import MqttMessage
-    from smartlic.protocol import SigningKey, Topics, VerifyingKey
+    from smartlic.protocol import SigningKey, Topics
 
 ACTOR = "collector"
-_KEY_CACHE = 200_000
-"""Keys kept in memory (about 1 KiB each with their cryptography objects)."""
 log = structlog.get_logger("smartlic.collector")
 
 
@@ -106,16 +102,7 @@ class Ingest:
         self.crypto = crypto
         self.settings = settings
         self.device_records = DeviceRecords()
-        self._keys: dict[str, VerifyingKey] = {}
-        """Devices' registered keys, so verifying needs no database round trip. A key only
-        changes by a registration; ``_decide`` compares with the stored key and forgets a
-        stale one, so a device re-registered through another collector is refused once at
-        most and verified with its new key on its next attempt."""
-
-    def _remember(self, device_id: str, record: DeviceRecord) -> None:
-        if len(self._keys) >= _KEY_CACHE:
-            self._keys.clear()
-        self._keys[device_id] = record.verifying_key()
+        self.verifier = Verifier(store, crypto)
 
     async def process(self, messages: Sequence[MqttMessage], now: int) -> list[Outgoing]:
         """Decide a batch and commit; what to publish (answers in arrival order, then pushes)."""
@@ -136,7 +123,7 @@ class Ingest:
             for item in items
             if item.opened is not None
         )
-        await self._verify(items)
+        await self.verifier.verify(items)
         return Prepared(items=items, changes_keys=changes_keys)
 
     async def commit(self, prepared: Prepared, now: int) -> list[Outgoing]:
@@ -147,50 +134,6 @@ class Ingest:
             batch.records, changed=[record.device_id for _, record, _ in batch.results]
         )
         return outgoing
-
-    async def _verify(self, items: list[Parsed]) -> None:
-        missing = {
-            item.device_id
-            for item in items
-            if item.device_id and item.opened and item.device_id not in self._keys
-        }
-        if missing:
-            async with self.store.read() as tx:
-                found = await find_devices(tx, missing)
-            for device_id, record in found.items():
-                self._remember(device_id, record)
-        work: list[tuple[Parsed, Opened, VerifyingKey]] = []
-        # A key registered earlier in the batch is the device's key from there on, if the
-        # registration goes through (``_decide`` checks that it did).
-        registering: dict[str, VerifyingKey] = {}
-        for item in items:
-            if item.opened is None or item.device_id is None:
-                continue
-            message = item.opened.message
-            if isinstance(message, RegistrationRequest):
-                work.append((item, item.opened, message.verifying_key))
-                registering[item.device_id] = message.verifying_key
-                continue
-            key = registering.get(item.device_id) or self._keys.get(item.device_id)
-            if key is None:
-                item.refuse(
-                    ErrorCode.UNKNOWN_DEVICE, "no device is registered on this topic", answer=False
-                )
-                continue
-            work.append((item, item.opened, key))
-        verdicts = await self.crypto.verify([(opened, key) for _, opened, key in work])
-        for (item, opened, key), problem in zip(work, verdicts, strict=True):
-            if problem is None:
-                item.verified_key = key
-            elif isinstance(opened.message, RegistrationRequest):
-                item.refuse(
-                    ErrorCode.PROOF_OF_POSSESSION,
-                    f"the request is not signed by the key it registers ({problem})",
-                    answer=True,
-                )
-            else:
-                refusal = refuse_unverified(problem, device_known=True)
-                item.refuse(refusal.code, refusal.reason, answer=refusal.answer)
 
     async def _decide(
         self, tx: Transaction, items: list[Parsed], now: int
@@ -315,7 +258,7 @@ class Ingest:
         """
         if item.verified_key is not None and record.public_key == item.verified_key.raw:
             return False
-        self._remember(record.device_id, record)
+        self.verifier.remember(record)
         item.refuse(
             ErrorCode.BAD_SIGNATURE,
             "not signed with the device's registered key (it changed while this was in flight)",
@@ -360,7 +303,7 @@ class Ingest:
             item.refuse(exc.code or ErrorCode.TOKEN_UNKNOWN, exc.message, answer=True)
             return
         batch.records[record.device_id] = record
-        self._remember(record.device_id, record)
+        self.verifier.remember(record)
         batch.results.append((item, record, request))
         if new:
             batch.open_new_window(record.device_id)
