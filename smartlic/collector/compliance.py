@@ -188,19 +188,28 @@ async def load_pool_states(
 ) -> dict[PoolKey, PoolState]:
     """The named pools at ``now`` (one that has neither licenses nor usage is all zeros)."""
     pools = await load_pools(tx, {va_id for va_id, _ in keys}, now)
-    return {
-        key: pools.get(
-            key,
-            PoolState(
-                va_id=key[0],
-                tag=key[1],
-                purchased=0,
-                in_use=0,
-                recorded=ComplianceStatus.IN_COMPLIANCE,
-            ),
-        )
-        for key in keys
-    }
+    return {key: pools.get(key) or _empty_pool(key) for key in keys}
+
+
+async def load_pools_around(
+    tx: Transaction, keys: Collection[PoolKey], now: int
+) -> dict[PoolKey, PoolState]:
+    """The named pools and every other pool of their VAs, at ``now``.
+
+    What a batch records after its reports moved the named ones: a term license may have
+    started or ended in another pool of the VA since it was last evaluated, and a device is
+    judged with all of its VA's pools, so recording only the moved ones would judge it
+    against a status the pool no longer has.
+    """
+    pools = await load_pools(tx, {va_id for va_id, _ in keys}, now)
+    return {**{key: _empty_pool(key) for key in keys if key not in pools}, **pools}
+
+
+def _empty_pool(key: PoolKey) -> PoolState:
+    """A pool with neither licenses nor usage."""
+    return PoolState(
+        va_id=key[0], tag=key[1], purchased=0, in_use=0, recorded=ComplianceStatus.IN_COMPLIANCE
+    )
 
 
 async def apply_pool_deltas(tx: Transaction, deltas: Mapping[PoolKey, int]) -> None:

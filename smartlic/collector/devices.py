@@ -360,20 +360,39 @@ async def apply_reports(tx: Transaction, updates: Sequence[CountsUpdate]) -> Rep
     )
 
 
-async def reserve_notice_seqs(tx: Transaction, wanted: Mapping[int, int]) -> dict[int, int]:
+async def reserve_notice_seqs(
+    tx: Transaction,
+    wanted: Mapping[int, int],
+    told: Mapping[int, ComplianceStatus] | None = None,
+) -> dict[int, int]:
     """Take ``n`` notice sequence numbers for each device (by ``pk``); the last one taken.
 
     A device's notices get ``last - n + 1 .. last``; numbers are never given out twice, even
-    across deregistration and re-registration.
+    across deregistration and re-registration. ``told`` is, for the devices that get a
+    compliance notice among them, the status of the last one (see :func:`told_statuses`).
     """
     if not wanted:
         return {}
+    told = told or {}
     await tx.execute_many(
-        "UPDATE devices SET notice_seq = notice_seq + ? WHERE id = ?",
-        [(n, pk) for pk, n in wanted.items()],
+        "UPDATE devices SET notice_seq = notice_seq + ?,"
+        " told_status = COALESCE(?, told_status) WHERE id = ?",
+        [(n, None if pk not in told else int(told[pk]), pk) for pk, n in wanted.items()],
     )
     rows = await tx.fetch_in("SELECT id, notice_seq FROM devices WHERE id IN ({in})", list(wanted))
     return {int(row["id"]): int(row["notice_seq"]) for row in rows}
+
+
+async def told_statuses(tx: Transaction, pks: Collection[int]) -> dict[int, ComplianceStatus]:
+    """The status of the last compliance notice numbered for each of these devices, for
+    those that were ever told one."""
+    if not pks:
+        return {}
+    rows = await tx.fetch_in(
+        "SELECT id, told_status FROM devices WHERE told_status IS NOT NULL AND id IN ({in})",
+        sorted(set(pks)),
+    )
+    return {int(row["id"]): ComplianceStatus(int(row["told_status"])) for row in rows}
 
 
 async def _withdraw(tx: Transaction, device: DeviceRecord, *, now: int) -> None:

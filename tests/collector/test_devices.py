@@ -17,6 +17,7 @@ from smartlic.collector.devices import (
     move_device,
     register_device,
     reserve_notice_seqs,
+    told_statuses,
 )
 from smartlic.collector.errors import NotFound, Refused
 from smartlic.collector.orders import OrderLine, deposit_order
@@ -116,6 +117,22 @@ async def test_notice_numbers_keep_growing_across_re_registration(site: Site) ->
     async with site.store.write() as tx:
         last = await reserve_notice_seqs(tx, {device.pk: 1})
     assert {device.pk: 4} == last
+
+
+async def test_the_status_told_is_kept_until_another_compliance_notice_is_numbered(
+    site: Site,
+) -> None:
+    """An error notice or a result numbered later says nothing of compliance: it keeps it."""
+    token = await _token(site)
+    await _register(site, token, "k1")
+    device = await site.device(UDI.device_id)
+    out = ComplianceStatus.OUT_OF_COMPLIANCE
+    async with site.store.write() as tx:
+        never = await told_statuses(tx, [device.pk])
+        await reserve_notice_seqs(tx, {device.pk: 1}, {device.pk: out})
+        await reserve_notice_seqs(tx, {device.pk: 2})
+        kept = await told_statuses(tx, [device.pk])
+    assert ({}, {device.pk: out}) == (never, kept)
 
 
 async def test_a_report_sets_the_devices_counts_and_its_pool(site: Site) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from smartlic.protocol import (
     Authorization,
     ComplianceNotice,
+    ComplianceStatus,
     ErrorCode,
     OutOfComplianceNotice,
     TagCompliance,
@@ -86,6 +87,14 @@ def refuse_unverified(reason: str, *, device_known: bool) -> Refusal:
     return Refusal(code=ErrorCode.BAD_SIGNATURE, reason=reason, answer=device_known)
 
 
+def notice_status(tags: Mapping[str, TagCompliance]) -> ComplianceStatus:
+    """What a compliance notice listing ``tags`` tells its device: out of compliance when one
+    of them is short."""
+    if any(c.shortfall for c in tags.values()):
+        return ComplianceStatus.OUT_OF_COMPLIANCE
+    return ComplianceStatus.IN_COMPLIANCE
+
+
 def compliance_notice(
     *,
     device_id: str,
@@ -105,7 +114,9 @@ def compliance_notice(
     out-of-compliance notice, and an unconsumed tag is not the device's business.
     """
     kind: type[ComplianceNotice] = (
-        OutOfComplianceNotice if any(c.shortfall for c in tags.values()) else Authorization
+        OutOfComplianceNotice
+        if notice_status(tags) is ComplianceStatus.OUT_OF_COMPLIANCE
+        else Authorization
     )
     return kind(
         device_id=device_id,

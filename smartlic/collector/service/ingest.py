@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from smartlic.collector.compliance import load_pool_states, record_statuses
+from smartlic.collector.compliance import load_pools_around, record_statuses
 from smartlic.collector.devices import (
     CountsUpdate,
     DeviceRecord,
@@ -337,7 +337,7 @@ class Ingest:
 
     async def _finish(self, tx: Transaction, batch: Batch) -> list[Outgoing]:
         now = batch.now
-        states = await load_pool_states(tx, batch.pools, now) if batch.pools else {}
+        states = await load_pools_around(tx, batch.pools, now) if batch.pools else {}
         batch.flips.extend(await record_statuses(tx, states.values(), actor=ACTOR, now=now))
         answered = {a.update.device.device_id for a in batch.accepted}
         pushes = await pushes_for_flips(tx, batch.flips, now=now, exclude=answered)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from smartlic.collector.compliance import PoolKey, PoolState, load_pool_states, pool_compliance
 from smartlic.collector.devices import reserve_notice_seqs
-from smartlic.collector.service.decisions import compliance_notice
+from smartlic.collector.service.decisions import compliance_notice, notice_status
 from smartlic.protocol import (
     CollectorMessage,
     DeregistrationResult,
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from smartlic.collector.devices import DeviceRecord
     from smartlic.collector.store import Transaction
-    from smartlic.protocol import DeregistrationRequest, VerifyingKey
+    from smartlic.protocol import ComplianceStatus, DeregistrationRequest, VerifyingKey
 
 NONCE_BYTES = 8
 
@@ -95,14 +95,17 @@ def _notice_pk(owed: NoticeOwed) -> int | None:
     return owed.device_pk if isinstance(owed, ErrorRequest) else owed.device.pk
 
 
-async def _numbers(tx: Transaction, owed: Sequence[NoticeOwed]) -> list[int]:
-    """Each owed notice's ``notice_seq``, reserved in the store, rising in the order given."""
+async def _numbers(
+    tx: Transaction, owed: Sequence[NoticeOwed], told: Mapping[int, ComplianceStatus]
+) -> list[int]:
+    """Each owed notice's ``notice_seq``, reserved in the store, rising in the order given;
+    ``told`` is stored as what each device was last told."""
     wanted: defaultdict[int, int] = defaultdict(int)
     for each in owed:
         pk = _notice_pk(each)
         if pk is not None:
             wanted[pk] += 1
-    last = await reserve_notice_seqs(tx, wanted)
+    last = await reserve_notice_seqs(tx, wanted, told)
     next_seq = {pk: last[pk] - n + 1 for pk, n in wanted.items()}
     numbers: list[int] = []
     for each in owed:
@@ -135,13 +138,17 @@ async def number_notices(
     missing = pools_needed(requests) - known.keys()
     if missing:
         known.update(await load_pool_states(tx, missing, now))
-    numbers = await _numbers(tx, owed)
+    at = [(n, each) for n, each in enumerate(owed) if isinstance(each, NoticeRequest)]
+    tags = {n: tag_compliance(each.device.va_id, each.counts, known) for n, each in at}
+    # In the order given: a device's last compliance notice is what it ends up told.
+    told = {each.device.pk: notice_status(tags[n]) for n, each in at}
+    numbers = await _numbers(tx, owed, told)
     # One draw from the OS for the batch's nonces: a system call per notice cost more than
     # building the notice.
     nonces = secrets.token_bytes(NONCE_BYTES * len(requests))
     drawn = 0
     built: list[CollectorMessage] = []
-    for each, notice_seq in zip(owed, numbers, strict=True):
+    for n, (each, notice_seq) in enumerate(zip(owed, numbers, strict=True)):
         if isinstance(each, NoticeRequest):
             device = each.device
             nonce = nonces[drawn : drawn + NONCE_BYTES]
@@ -153,7 +160,7 @@ async def number_notices(
                     now=now,
                     in_reply_to=each.in_reply_to,
                     virtual_account=device.va_name,
-                    tags=tag_compliance(device.va_id, each.counts, known),
+                    tags=tags[n],
                     policy=device.policy,
                     nonce=nonce,
                 )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from smartlic.collector.changes import ChangeKind, changes_since
 from smartlic.collector.compliance import device_status, load_pools, reevaluate
-from smartlic.collector.devices import DeviceRecord, consumers, find_devices
+from smartlic.collector.devices import DeviceRecord, consumers, find_devices, told_statuses
 from smartlic.collector.service.notices import ErrorRequest, NoticeRequest
 from smartlic.protocol import ErrorCode
 
@@ -23,37 +23,35 @@ if TYPE_CHECKING:
 
     from smartlic.collector.changes import Change, PoolFlip
     from smartlic.collector.store import Transaction
-    from smartlic.protocol import ComplianceStatus
 
 
 async def pushes_for_flips(
     tx: Transaction, flips: Iterable[PoolFlip], *, now: int, exclude: Collection[str] = ()
 ) -> list[NoticeRequest]:
-    """Notices for the devices whose own status ``flips`` changed (not those in ``exclude``).
+    """Notices for the devices ``flips`` concern whose status is no longer the one they were
+    last told (not those in ``exclude``, which are answered anyway).
 
     A device's status depends on every tag it consumes, so it is judged with all of its VA's
-    pools: one consuming a tag that flipped and another that stays short does not change.
-    ``flips`` are in the order they happened; a pool that flipped more than once is judged
-    from before its first flip, which is what its devices were last told, to after its last.
+    pools as they stand at ``now``: one consuming a tag that flipped and another that stays
+    short does not change. What it was told is the status of the last compliance notice
+    numbered for it (``told_status``), whatever happened since: answers to its reports
+    between two flips of one feed read, a term that started or ended with no one looking,
+    another collector's batch. A device never told one, as far as the store knows, is pushed.
     """
-    by_va: defaultdict[int, dict[str, tuple[ComplianceStatus, ComplianceStatus]]]
-    by_va = defaultdict(dict)
+    tags_by_va: defaultdict[int, set[str]] = defaultdict(set)
     for flip in flips:
-        first = by_va[flip.va_id].get(flip.tag)
-        by_va[flip.va_id][flip.tag] = (first[0] if first else flip.before, flip.after)
+        tags_by_va[flip.va_id].add(flip.tag)
     requests: list[NoticeRequest] = []
-    for va_id, flipped in sorted(by_va.items()):
+    for va_id, tags in sorted(tags_by_va.items()):
         pools = await load_pools(tx, [va_id], now)
-        after = {tag: pool.status for (_, tag), pool in pools.items()}
-        after.update({tag: last for tag, (_, last) in flipped.items()})
-        before = {**after, **{tag: first for tag, (first, _) in flipped.items()}}
-        for device in await consumers(tx, va_id, flipped.keys()):
-            if device.device_id in exclude:
-                continue
-            if device_status(device.counts, before) is not device_status(device.counts, after):
-                requests.append(
-                    NoticeRequest(device=device, counts=device.counts, in_reply_to=None)
-                )
+        status = {tag: pool.status for (_, tag), pool in pools.items()}
+        concerned = [d for d in await consumers(tx, va_id, tags) if d.device_id not in exclude]
+        told = await told_statuses(tx, [d.pk for d in concerned])
+        requests += [
+            NoticeRequest(device=device, counts=device.counts, in_reply_to=None)
+            for device in concerned
+            if told.get(device.pk) is not device_status(device.counts, status)
+        ]
     return requests
 
 

@@ -265,10 +265,18 @@ _CARRIED_REQUESTS: Final = (
     """CREATE INDEX carried_requests_at ON carried_requests (carried_at)""",
 )
 
+_TOLD_STATUS: Final = (
+    # The compliance status of the last compliance notice numbered for each device: what it
+    # believes once it has them all. A pool's flip pushes to a device whose status is then
+    # not this one; NULL (never told, or told before this column) always gets the push.
+    """ALTER TABLE devices ADD COLUMN told_status INTEGER""",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "service outbox and marks", _SERVICE_STATE),
     Migration(3, "requests carried out", _CARRIED_REQUESTS),
+    Migration(4, "the status each device was last told", _TOLD_STATUS),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version
