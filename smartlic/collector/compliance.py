@@ -197,9 +197,9 @@ async def load_pools_around(
     """The named pools and every other pool of their VAs, at ``now``.
 
     What a batch records after its reports moved the named ones: a term license may have
-    started or ended in another pool of the VA since it was last evaluated, and a device is
-    judged with all of its VA's pools, so recording only the moved ones would judge it
-    against a status the pool no longer has.
+    started or ended in another pool of the VA since it was last evaluated, and its flip is
+    then recorded, audited and pushed with the batch's rather than when the expiry watcher
+    comes.
     """
     pools = await load_pools(tx, {va_id for va_id, _ in keys}, now)
     return {**{key: _empty_pool(key) for key in keys if key not in pools}, **pools}

@@ -91,6 +91,14 @@ def tag_compliance(
     }
 
 
+def status_told(
+    va_id: int, counts: Mapping[str, int], pools: Mapping[PoolKey, PoolState]
+) -> ComplianceStatus:
+    """What a compliance notice built from ``pools`` tells a device of ``va_id`` with
+    ``counts``: pushes compare it with what the device was last told."""
+    return notice_status(tag_compliance(va_id, counts, pools))
+
+
 def _notice_pk(owed: NoticeOwed) -> int | None:
     return owed.device_pk if isinstance(owed, ErrorRequest) else owed.device.pk
 

@@ -13,9 +13,9 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from smartlic.collector.changes import ChangeKind, changes_since
-from smartlic.collector.compliance import device_status, load_pools, reevaluate
+from smartlic.collector.compliance import load_pools, reevaluate
 from smartlic.collector.devices import DeviceRecord, consumers, find_devices, told_statuses
-from smartlic.collector.service.notices import ErrorRequest, NoticeRequest
+from smartlic.collector.service.notices import ErrorRequest, NoticeRequest, status_told
 from smartlic.protocol import ErrorCode
 
 if TYPE_CHECKING:
@@ -32,11 +32,12 @@ async def pushes_for_flips(
     last told (not those in ``exclude``, which are answered anyway).
 
     A device's status depends on every tag it consumes, so it is judged with all of its VA's
-    pools as they stand at ``now``: one consuming a tag that flipped and another that stays
-    short does not change. What it was told is the status of the last compliance notice
-    numbered for it (``told_status``), whatever happened since: answers to its reports
-    between two flips of one feed read, a term that started or ended with no one looking,
-    another collector's batch. A device never told one, as far as the store knows, is pushed.
+    pools as they stand at ``now``, exactly as its notice would be: one consuming a tag that
+    flipped and another that stays short does not change. What it was told is the status of
+    the last compliance notice numbered for it (``told_status``), whatever happened since:
+    answers to its reports between two flips of one feed read, a term that started or ended
+    with no one looking, another collector's batch. A device never told one, as far as the
+    store knows, is pushed.
     """
     tags_by_va: defaultdict[int, set[str]] = defaultdict(set)
     for flip in flips:
@@ -44,13 +45,12 @@ async def pushes_for_flips(
     requests: list[NoticeRequest] = []
     for va_id, tags in sorted(tags_by_va.items()):
         pools = await load_pools(tx, [va_id], now)
-        status = {tag: pool.status for (_, tag), pool in pools.items()}
         concerned = [d for d in await consumers(tx, va_id, tags) if d.device_id not in exclude]
         told = await told_statuses(tx, [d.pk for d in concerned])
         requests += [
             NoticeRequest(device=device, counts=device.counts, in_reply_to=None)
             for device in concerned
-            if told.get(device.pk) is not device_status(device.counts, status)
+            if told.get(device.pk) is not status_told(va_id, device.counts, pools)
         ]
     return requests
 
