@@ -4,7 +4,8 @@ No broker: what the agents publish waits in a queue that the collector takes in 
 size (two collectors on one database take turns, as two members of a share group), and what
 the collectors send waits per device until it is delivered, lost, or the report behind it is
 delivered again (a broker redelivering what it saw no PUBACK for).
-Meanwhile usage changes, time passes, and an administrator moves licenses between VAs. Once
+Meanwhile usage changes, time passes, an administrator moves licenses between VAs and
+deposits term licenses, and the expiry watcher looks at any moments. Once
 the network is fair again, every agent must end where the collector's records say it is: the
 same counts, and authorized exactly when none of the pools of the tags it uses is short.
 """
@@ -17,14 +18,18 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from unittest import mock
 
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from smartlic.agent.actions import Publish
 from smartlic.agent.core import AgentCore
 from smartlic.agent.states import LicenseState
+from smartlic.collector.service.notices import number_notices
+from smartlic.collector.service.pushes import pushes_for_expiry
 from smartlic.protocol import KeyType, SigningKey, Udi, seal
 
+from . import support
 from .ingest_support import changes_pushed, collector, uplink_message
 from .support import Site, now
 
@@ -62,7 +67,13 @@ steps = st.one_of(
     st.tuples(st.just("lose"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
     st.tuples(st.just("redeliver"), st.integers(0, 20), st.just(0), st.just("")),
     st.tuples(st.just("transfer"), st.integers(0, 1), st.just(0), st.sampled_from(TAGS)),
+    st.tuples(
+        st.just("term"), st.integers(0, 2), st.sampled_from([HOUR, 5 * HOUR]), st.sampled_from(TAGS)
+    ),
+    st.tuples(st.just("expire"), st.just(0), st.just(0), st.just("")),
 )
+TERM_STARTS = (-60.0, 600.0, 2 * HOUR)
+"""When a term license deposited by a ``term`` step starts, from the network's now."""
 Step = tuple[str, int, float, str]
 
 
@@ -82,6 +93,7 @@ class Network:
     with several collectors in one share group)."""
     down: dict[str, list[bytes]] = field(default_factory=dict)
     mark: int = 0
+    expired_until: int = 0
 
     def run(self, agent: AgentCore, actions: list[Action]) -> None:
         queue = list(actions)
@@ -117,15 +129,29 @@ class Network:
         for message in built:
             self.down.setdefault(message.device_id, []).append(seal(message, self.site.key))
 
+    async def expire(self) -> None:
+        """The service's expiry watcher, without its task: push for the terms that started
+        or ended since it last looked."""
+        at = int(self.now)
+        async with self.collectors[0].store.write() as tx:
+            requests = await pushes_for_expiry(tx, self.expired_until, at, actor="collector")
+            built = await number_notices(tx, requests, now=at)
+        self.expired_until = at
+        for message in built:
+            self.down.setdefault(message.device_id, []).append(seal(message, self.site.key))
+
     async def settle(self) -> None:
-        """A fair network until nothing moves: everything sent is taken and delivered."""
+        """A fair network until nothing moves: everything sent is taken and delivered, and
+        the terms are applied up to the end."""
         for _ in range(40):
+            await self.expire()
             await self.collect(len(self.up))
             for n in range(len(self.agents)):
                 self.deliver(n)
             if not self.up and not self.down:
                 self.tick(HOUR)
-                if not self.up:
+                await self.expire()
+                if not self.up and not self.down:
                     return
         raise AssertionError("the network did not settle")
 
@@ -148,7 +174,7 @@ def _device_step(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
 
 
 async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
-    kind, n, amount, tag = step
+    kind, n, amount, _ = step
     if kind in {"usage", "leave", "join", "outage"}:
         _device_step(net, step, usage)
     elif kind == "time":
@@ -162,23 +188,43 @@ async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
         net.down.pop(net.agents[n].device_id, None)
     elif kind == "redeliver" and net.taken:
         net.up.append(net.taken[n % len(net.taken)])
-    elif kind == "transfer":
+    elif kind in {"transfer", "term"}:
+        await _admin_step(net, step)
+    elif kind == "expire":
+        await net.expire()
+
+
+async def _admin_step(net: Network, step: Step) -> None:
+    """What the administrator does: move a license between VAs, deposit a term license."""
+    kind, n, amount, tag = step
+    if kind == "transfer":
         vas = ("DEFAULT", "Engineering")
+        at = int(net.now)
         rows = await net.site.query(
             "SELECT COALESCE(SUM(l.quantity), 0) AS n FROM licenses l JOIN virtual_accounts v"
-            " ON v.id = l.va_id WHERE v.name = ? AND l.tag = ?",
-            (vas[n], tag),
+            " ON v.id = l.va_id WHERE v.name = ? AND l.tag = ? AND (l.starts_at IS NULL"
+            " OR (l.starts_at <= ? AND ? < l.ends_at))",
+            (vas[n], tag, at, at),
         )
         if int(rows[0]["n"]) > 0:
             await net.site.transfer(1, from_va=vas[n], to_va=vas[1 - n], tag=tag)
             await net.poll_changes()
             event("licenses transferred")
+    elif kind == "term":
+        starts = int(net.now + TERM_STARTS[n])
+        (row,) = await net.site.query("SELECT COUNT(*) AS n FROM orders")
+        await net.site.deposit(
+            f"PO-TERM-{row['n']}", tag=tag, quantity=1, term=(starts, starts + int(amount))
+        )
+        await net.poll_changes()
+        event("a term license deposited")
 
 
 async def _final_state(
-    site: Site,
+    site: Site, at: int
 ) -> tuple[set[str], dict[str, dict[str, int]], dict[str, bool]]:
-    """The devices registered in the store, their counts, and whether each is authorized."""
+    """The devices registered in the store, their counts, and whether each is authorized
+    with the licenses active ``at`` that time."""
     registered = {
         str(r["device_id"])
         for r in await site.query("SELECT device_id FROM devices WHERE state = 'registered'")
@@ -189,8 +235,10 @@ async def _final_state(
     )
     pools = await site.query(
         "SELECT p.tag, p.in_use, COALESCE((SELECT SUM(quantity) FROM licenses l"
-        " WHERE l.va_id = p.va_id AND l.tag = p.tag), 0) AS entitled FROM pool_usage p"
-        " JOIN virtual_accounts v ON v.id = p.va_id WHERE v.name = 'DEFAULT'"
+        " WHERE l.va_id = p.va_id AND l.tag = p.tag AND (l.starts_at IS NULL OR"
+        " (l.starts_at <= ? AND ? < l.ends_at))), 0) AS entitled FROM pool_usage p"
+        " JOIN virtual_accounts v ON v.id = p.va_id WHERE v.name = 'DEFAULT'",
+        (at, at),
     )
     short = {r["tag"] for r in pools if int(r["in_use"]) > int(r["entitled"])}
     counts: dict[str, dict[str, int]] = {}
@@ -225,16 +273,19 @@ async def _run(steps_taken: Sequence[Step], seed: int) -> None:
                 token=token,
                 now=float(now()),
                 mark=int(row["id"]),
+                expired_until=now(),
             )
             usage: list[dict[str, int]] = [{} for _ in agents]
-            for agent in agents:
-                net.run(agent, agent.start(net.now) + agent.connected(net.now))
-                net.run(agent, agent.register(token, net.now))
-            await net.settle()
-            for step in steps_taken:
-                await _apply(net, step, usage)
-            await net.settle()
-        registered, counts, authorized = await _final_state(site)
+            # The administrator's commands run on the network's clock, as the service's do.
+            with mock.patch.object(support, "now", side_effect=lambda: int(net.now)):
+                for agent in agents:
+                    net.run(agent, agent.start(net.now) + agent.connected(net.now))
+                    net.run(agent, agent.register(token, net.now))
+                await net.settle()
+                for step in steps_taken:
+                    await _apply(net, step, usage)
+                await net.settle()
+        registered, counts, authorized = await _final_state(site, int(net.now))
     for agent, used in zip(agents, usage, strict=True):
         stored = counts.get(agent.device_id, {})
         assert (agent.device_id in registered) is agent.state.registered, agent.device_id
