@@ -4,7 +4,8 @@ SPEC §3: a change that moves a pool across the line re-evaluates it and pushes 
 the devices whose status changed, without waiting for their next report. The three sources of
 such changes each end here: the service's own batches (reports, deregistrations), the change
 feed written by administrative commands in other processes (:func:`pushes_for_changes`), and
-the clock, when a term license starts or ends (:func:`pushes_for_expiry`).
+the clock, when a term license starts or ends (:func:`pushes_for_expiry`), including while
+the service was down (:func:`pushes_after_downtime`).
 """
 
 from __future__ import annotations
@@ -122,4 +123,13 @@ async def pushes_for_expiry(
     if not va_ids:
         return []
     flips = await reevaluate(tx, va_ids, actor=actor, now=now)
+    return await pushes_for_flips(tx, flips, now=now)
+
+
+async def pushes_after_downtime(tx: Transaction, *, now: int, actor: str) -> list[NoticeRequest]:
+    """What a service starting up pushes: terms may have started or ended while no collector
+    looked, so every pool in use is re-evaluated once (the flips are recorded and audited) and
+    the devices whose status is no longer the one they were told are pushed."""
+    rows = await tx.fetch_all("SELECT DISTINCT va_id FROM pool_usage")
+    flips = await reevaluate(tx, [int(r["va_id"]) for r in rows], actor=actor, now=now)
     return await pushes_for_flips(tx, flips, now=now)

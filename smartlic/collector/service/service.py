@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
-from smartlic.collector.compliance import reevaluate
 from smartlic.collector.receipts import DeadLetter, add_dead_letters, prune_accepted
 from smartlic.collector.service.clock import Clock
 from smartlic.collector.service.crypto import CryptoPool
@@ -44,7 +43,7 @@ from smartlic.collector.service.outbox import (
     set_service_mark,
     unsent_pushes,
 )
-from smartlic.collector.service.pushes import pushes_for_flips
+from smartlic.collector.service.pushes import pushes_after_downtime
 from smartlic.collector.service.watchers import CHANGES_MARK, EXPIRY_MARK, RETRY_DELAY, Watchers
 from smartlic.collector.signing_key import check_site_key, read_key_file
 from smartlic.collector.site import site_info
@@ -178,10 +177,7 @@ class CollectorService:
             if mark is None:
                 latest = await tx.fetch_one("SELECT MAX(id) AS id FROM changes")
                 await set_service_mark(tx, CHANGES_MARK, int(latest["id"] or 0) if latest else 0)
-            # Terms may have started or ended while we were down: look at every pool once.
-            rows = await tx.fetch_all("SELECT DISTINCT va_id FROM pool_usage")
-            flips = await reevaluate(tx, [int(r["va_id"]) for r in rows], actor=ACTOR, now=now)
-            requests = await pushes_for_flips(tx, flips, now=now)
+            requests = await pushes_after_downtime(tx, now=now, actor=ACTOR)
             await self._queue(tx, requests, [], now)
             await set_service_mark(tx, EXPIRY_MARK, now)
 
