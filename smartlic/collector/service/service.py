@@ -75,6 +75,9 @@ class CollectorService:
         self._paused = False
         self._published: list[int] = []
         self._outbox_mids: dict[int, int] = {}
+        # Outbox rows whose push the broker acknowledged, not yet deleted: kept through a
+        # store outage so that they are deleted once it ends, and not sent again meanwhile.
+        self._delivered: list[int] = []
         self.processed = 0
         self.started = asyncio.Event()
         self._client: NativeMqttClient | None = None
@@ -351,14 +354,15 @@ class CollectorService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await self._drained.wait()
-            done = [
+            self._delivered += [
                 self._outbox_mids.pop(mid) for mid in self._published if mid in self._outbox_mids
             ]
             self._published.clear()
             try:
-                if done:
+                if self._delivered:
                     async with store.write() as tx:
-                        await forget_pushes(tx, done)
+                        await forget_pushes(tx, self._delivered)
+                    self._delivered = []
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()
                     cutoff = self.now() - self.config.receipt_retention_days * 86_400
@@ -376,7 +380,7 @@ class CollectorService:
     async def _resend_outbox(self) -> None:
         async with self._require_store().read() as tx:
             pending = await unsent_pushes(tx)
-        known = set(self._outbox_mids.values())
+        known = {*self._outbox_mids.values(), *self._delivered}
         await self._send([p for p in pending if p.outbox_id not in known])
 
     async def _queue(
