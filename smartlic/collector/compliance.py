@@ -7,7 +7,7 @@ purchased; otherwise it is short by the difference, and every device of the VA t
 the tag is out of compliance.
 
 The rules are pure functions of plain values (:func:`license_active`, :func:`active_quantity`,
-:func:`pool_compliance`, :func:`device_status`, :func:`devices_flipped`,
+:func:`pool_compliance`, :func:`device_status`,
 :func:`next_license_change`). The rest loads pools and records statuses. In use is never summed
 over devices here: ``pool_usage`` keeps it incrementally (:func:`apply_pool_deltas`, called in the
 same transaction as every change to a device's counts, VA or state), so evaluating a pool costs
@@ -98,24 +98,6 @@ def device_status(
         for tag, count in counts.items()
     )
     return ComplianceStatus.OUT_OF_COMPLIANCE if short else ComplianceStatus.IN_COMPLIANCE
-
-
-def devices_flipped(
-    devices: Mapping[str, Mapping[str, int]],
-    before: Mapping[str, ComplianceStatus],
-    after: Mapping[str, ComplianceStatus],
-) -> list[str]:
-    """Which of a VA's ``devices`` (id → counts) changed status when its pools went from
-    ``before`` to ``after`` (tag → status): the devices to push a fresh notice to.
-
-    A device consuming two short tags stays out of compliance when one of them recovers, so
-    it is not flipped; one that consumes none of the changed tags never is.
-    """
-    return [
-        device_id
-        for device_id, counts in devices.items()
-        if device_status(counts, before) is not device_status(counts, after)
-    ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,6 @@ from smartlic.collector.compliance import (
     Lot,
     active_quantity,
     device_status,
-    devices_flipped,
     evaluate_pools,
     license_active,
     load_pool_states,
@@ -68,12 +67,6 @@ def test_a_device_is_out_of_compliance_when_a_tag_it_consumes_is_short() -> None
 
 def test_a_device_not_consuming_the_short_tag_is_unaffected() -> None:
     assert IN == device_status({"a": 1, "b": 0}, {"a": IN, "b": OUT})
-
-
-def test_a_flip_concerns_only_the_devices_whose_status_changes() -> None:
-    devices = {"uses-a": {"a": 1}, "uses-b": {"b": 1}, "uses-a-and-c": {"a": 1, "c": 1}}
-    flipped = devices_flipped(devices, {"a": IN, "c": OUT}, {"a": OUT, "c": OUT})
-    assert ["uses-a"] == flipped
 
 
 def test_every_pool_is_evaluated_from_its_lots_and_usage_at_now() -> None:

@@ -81,6 +81,20 @@ async def test_a_device_not_consuming_the_short_tag_is_left_alone(
     assert [] == await bystander.silence()
 
 
+async def test_a_device_still_short_on_another_tag_is_not_pushed_when_one_tag_recovers(
+    collector_site: Site, make_device: MakeDevice
+) -> None:
+    await collector_site.deposit("PO-1", quantity=1)
+    await collector_site.deposit("PO-2", tag="dna-essentials", quantity=1)
+    device = await make_device()
+    await device.register(await collector_site.token())
+    assert isinstance(await device.report({TAG: 2, "dna-essentials": 2}), OutOfComplianceNotice)
+
+    await collector_site.deposit("PO-3", quantity=5)
+
+    assert [] == await device.silence()
+
+
 async def test_a_license_transfer_that_leaves_a_va_short_pushes_out_of_compliance(
     collector_site: Site, make_device: MakeDevice
 ) -> None:
