@@ -4,8 +4,9 @@ No broker: what the agents publish waits in a queue that the collector takes in 
 size (two collectors on one database take turns, as two members of a share group), and what
 the collectors send waits per device until it is delivered, lost, or the report behind it is
 delivered again (a broker redelivering what it saw no PUBACK for).
-Meanwhile usage changes, time passes, an administrator moves licenses between VAs and
-deposits term licenses, and the expiry watcher looks at any moments. Once
+Meanwhile usage changes, time passes, an administrator moves licenses and devices between VAs,
+deposits term licenses and deregisters devices, the expiry watcher looks at any moments, and a
+collector restarts (forgetting what it kept in memory, and catching up on the terms). Once
 the network is fair again, every agent must end where the collector's records say it is: the
 same counts, and authorized exactly when none of the pools of the tags it uses is short.
 """
@@ -13,6 +14,7 @@ same counts, and authorized exactly when none of the pools of the tags it uses i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import tempfile
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from smartlic.agent.actions import Publish
 from smartlic.agent.core import AgentCore
 from smartlic.agent.states import LicenseState
 from smartlic.collector.service.notices import number_notices
-from smartlic.collector.service.pushes import pushes_for_expiry
+from smartlic.collector.service.pushes import pushes_after_downtime, pushes_for_expiry
 from smartlic.protocol import KeyType, SigningKey, Udi, seal
 
 from . import support
@@ -71,7 +73,11 @@ steps = st.one_of(
         st.just("term"), st.integers(0, 2), st.sampled_from([HOUR, 5 * HOUR]), st.sampled_from(TAGS)
     ),
     st.tuples(st.just("expire"), st.just(0), st.just(0), st.just("")),
+    st.tuples(st.just("move"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
+    st.tuples(st.just("drop"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
+    st.tuples(st.just("restart"), st.integers(0, 1), st.just(0), st.just("")),
 )
+VAS = ("DEFAULT", "Engineering")
 TERM_STARTS = (-60.0, 600.0, 2 * HOUR)
 """When a term license deposited by a ``term`` step starts, from the network's now."""
 Step = tuple[str, int, float, str]
@@ -82,8 +88,9 @@ class Network:
     """The broker, as far as delivery goes: QoS 1, in order, at least once."""
 
     agents: list[AgentCore]
-    collectors: tuple[Ingest, Ingest]
+    collectors: list[Ingest]
     """Two collectors on one database, as two members of a share group."""
+    stack: contextlib.AsyncExitStack
     site: Site
     token: str
     now: float
@@ -140,19 +147,35 @@ class Network:
         for message in built:
             self.down.setdefault(message.device_id, []).append(seal(message, self.site.key))
 
-    async def settle(self) -> None:
-        """A fair network until nothing moves: everything sent is taken and delivered, and
-        the terms are applied up to the end."""
-        for _ in range(40):
+    async def restart(self, by: int) -> None:
+        """A collector stops and starts again: a fresh ingest, with nothing in memory, that
+        catches up on the terms that started or ended while it was down, as the service's
+        startup does; the expiry watcher then looks from its start on."""
+        self.collectors[by] = await self.stack.enter_async_context(collector(self.site))
+        at = int(self.now)
+        async with self.collectors[by].store.write() as tx:
+            requests = await pushes_after_downtime(tx, now=at, actor="collector")
+            built = await number_notices(tx, requests, now=at)
+        self.expired_until = at
+        for message in built:
+            self.down.setdefault(message.device_id, []).append(seal(message, self.site.key))
+
+    async def settle(self, *, through: float = HOUR) -> None:
+        """A fair network until nothing moves for ``through``: everything sent is taken and
+        delivered, and the terms are applied up to the end."""
+        quiet = 0.0
+        for _ in range(80):
             await self.expire()
             await self.collect(len(self.up))
             for n in range(len(self.agents)):
                 self.deliver(n)
-            if not self.up and not self.down:
-                self.tick(HOUR)
-                await self.expire()
-                if not self.up and not self.down:
-                    return
+            if self.up or self.down:
+                quiet = 0.0
+                continue
+            if quiet >= through:
+                return
+            self.tick(HOUR)
+            quiet += HOUR
         raise AssertionError("the network did not settle")
 
 
@@ -173,32 +196,45 @@ def _device_step(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
         net.run(agent, agent.connected(net.now))
 
 
-async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
+def _network_step(net: Network, step: Step) -> None:
+    """What the network does: time passes, messages are delivered, lost or redelivered."""
     kind, n, amount, _ = step
-    if kind in {"usage", "leave", "join", "outage"}:
-        _device_step(net, step, usage)
-    elif kind == "time":
+    if kind == "time":
         for _ in range(n):
             net.tick(amount)
-    elif kind == "collect":
-        await net.collect(n, by=int(amount))
     elif kind == "deliver":
         net.deliver(n)
     elif kind == "lose":
         net.down.pop(net.agents[n].device_id, None)
     elif kind == "redeliver" and net.taken:
         net.up.append(net.taken[n % len(net.taken)])
-    elif kind in {"transfer", "term"}:
+
+
+async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
+    kind, n, amount, _ = step
+    if kind in {"usage", "leave", "join", "outage"}:
+        _device_step(net, step, usage)
+    elif kind in {"time", "deliver", "lose", "redeliver"}:
+        _network_step(net, step)
+    elif kind == "collect":
+        await net.collect(n, by=int(amount))
+    elif kind in {"transfer", "term", "move", "drop"}:
         await _admin_step(net, step)
+    elif kind == "restart":
+        await net.restart(n)
+        event("a collector restarted")
     elif kind == "expire":
         await net.expire()
 
 
 async def _admin_step(net: Network, step: Step) -> None:
-    """What the administrator does: move a license between VAs, deposit a term license."""
+    """What the administrator does: move a license or a device between VAs, deposit a term
+    license, deregister a device."""
     kind, n, amount, tag = step
-    if kind == "transfer":
-        vas = ("DEFAULT", "Engineering")
+    if kind in {"move", "drop"}:
+        await _device_admin_step(net, kind, net.agents[n])
+    elif kind == "transfer":
+        vas = VAS
         at = int(net.now)
         rows = await net.site.query(
             "SELECT COALESCE(SUM(l.quantity), 0) AS n FROM licenses l JOIN virtual_accounts v"
@@ -220,6 +256,25 @@ async def _admin_step(net: Network, step: Step) -> None:
         event("a term license deposited")
 
 
+async def _device_admin_step(net: Network, kind: str, agent: AgentCore) -> None:
+    """Move a registered device to the other VA, or deregister it."""
+    rows = await net.site.query(
+        "SELECT v.name FROM devices d JOIN virtual_accounts v ON v.id = d.va_id"
+        " WHERE d.device_id = ? AND d.state = 'registered'",
+        (agent.device_id,),
+    )
+    if not rows:
+        return
+    udi = str(agent.udi)
+    if kind == "move":
+        await net.site.move(udi, VAS[1 - VAS.index(str(rows[0]["name"]))])
+        event("a device moved")
+    else:
+        await net.site.deregister(udi)
+        event("a device deregistered by the administrator")
+    await net.poll_changes()
+
+
 async def _final_state(
     site: Site, at: int
 ) -> tuple[set[str], dict[str, dict[str, int]], dict[str, bool]]:
@@ -230,21 +285,24 @@ async def _final_state(
         for r in await site.query("SELECT device_id FROM devices WHERE state = 'registered'")
     }
     usage = await site.query(
-        "SELECT d.device_id, u.tag, u.count FROM device_usage u"
+        "SELECT d.device_id, d.va_id, u.tag, u.count FROM device_usage u"
         " JOIN devices d ON d.id = u.device_id"
     )
     pools = await site.query(
-        "SELECT p.tag, p.in_use, COALESCE((SELECT SUM(quantity) FROM licenses l"
+        "SELECT p.va_id, p.tag, p.in_use, COALESCE((SELECT SUM(quantity) FROM licenses l"
         " WHERE l.va_id = p.va_id AND l.tag = p.tag AND (l.starts_at IS NULL OR"
-        " (l.starts_at <= ? AND ? < l.ends_at))), 0) AS entitled FROM pool_usage p"
-        " JOIN virtual_accounts v ON v.id = p.va_id WHERE v.name = 'DEFAULT'",
+        " (l.starts_at <= ? AND ? < l.ends_at))), 0) AS entitled FROM pool_usage p",
         (at, at),
     )
-    short = {r["tag"] for r in pools if int(r["in_use"]) > int(r["entitled"])}
+    short = {(r["va_id"], r["tag"]) for r in pools if int(r["in_use"]) > int(r["entitled"])}
     counts: dict[str, dict[str, int]] = {}
+    authorized: dict[str, bool] = {}
     for row in usage:
-        counts.setdefault(str(row["device_id"]), {})[str(row["tag"])] = int(row["count"])
-    authorized = {d: not (short & {t for t, c in used.items() if c}) for d, used in counts.items()}
+        device = str(row["device_id"])
+        counts.setdefault(device, {})[str(row["tag"])] = int(row["count"])
+        if int(row["count"]) and (row["va_id"], row["tag"]) in short:
+            authorized[device] = False
+        authorized.setdefault(device, True)
     return registered, counts, authorized
 
 
@@ -264,11 +322,14 @@ async def _run(steps_taken: Sequence[Step], seed: int) -> None:
             )
             for n in range(AGENTS)
         ]
-        async with collector(site) as first, collector(site) as second:
+        async with contextlib.AsyncExitStack() as stack:
+            first = await stack.enter_async_context(collector(site))
+            second = await stack.enter_async_context(collector(site))
             (row,) = await site.query("SELECT COALESCE(MAX(id), 0) AS id FROM changes")
             net = Network(
                 agents=agents,
-                collectors=(first, second),
+                collectors=[first, second],
+                stack=stack,
                 site=site,
                 token=token,
                 now=float(now()),
@@ -284,7 +345,9 @@ async def _run(steps_taken: Sequence[Step], seed: int) -> None:
                 await net.settle()
                 for step in steps_taken:
                     await _apply(net, step, usage)
-                await net.settle()
+                # Long enough for every agent to report once: one whose push was lost learns
+                # from the answer to its next report.
+                await net.settle(through=25 * HOUR)
         registered, counts, authorized = await _final_state(site, int(net.now))
     for agent, used in zip(agents, usage, strict=True):
         stored = counts.get(agent.device_id, {})
