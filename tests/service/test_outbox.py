@@ -9,38 +9,45 @@ next reconnect or restart, long after it was delivered.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from smartlic.collector.devices import find_devices
 from smartlic.collector.service import service as service_module
-from smartlic.collector.service.outbox import forget_pushes
-from smartlic.collector.store import StoreError
-from smartlic.protocol import Authorization, OutOfComplianceNotice
+from smartlic.collector.service.notices import NoticeRequest, number_notices
+from smartlic.collector.service.outbox import forget_pushes, queue_pushes, unsent_pushes
+from smartlic.collector.store import StoreError, open_store
+from smartlic.protocol import Authorization, OutOfComplianceNotice, seal
 from structlog.testing import capture_logs
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
+from .conftest import running_service
+from .support import now
 
-    from smartlic.collector.store import Transaction
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from smartlic.mqtt.broker import MosquittoBroker
 
     from .support import MakeDevice, Site
 
-pytestmark = [pytest.mark.usefixtures("service"), pytest.mark.timeout(60)]
+T = TypeVar("T")
+
+pytestmark = [pytest.mark.timeout(60)]
 TAG = "network-advantage"
 
 
-def _failing(times: int) -> Any:
-    """``forget_pushes``, failing as an outage the first ``times`` times."""
+def _failing(function: Callable[..., Awaitable[T]], times: int) -> Callable[..., Awaitable[T]]:
+    """``function``, failing as a store outage the first ``times`` times."""
     failures = 0
 
-    async def forget(tx: Transaction, outbox_ids: Sequence[int]) -> None:
+    async def failing(*args: Any, **kwargs: Any) -> T:
         nonlocal failures
         if failures < times:
             failures += 1
             raise StoreError("database is locked")
-        await forget_pushes(tx, outbox_ids)
+        return await function(*args, **kwargs)
 
-    return forget
+    return failing
 
 
 async def _outbox_rows(site: Site) -> int:
@@ -48,6 +55,7 @@ async def _outbox_rows(site: Site) -> int:
     return int(row["n"])
 
 
+@pytest.mark.usefixtures("service")
 async def test_a_push_delivered_during_a_store_outage_leaves_the_outbox_once_the_store_is_back(
     collector_site: Site, make_device: MakeDevice, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,7 +63,7 @@ async def test_a_push_delivered_during_a_store_outage_leaves_the_outbox_once_the
     device = await make_device()
     await device.register(await collector_site.token())
     assert isinstance(await device.report({TAG: 2}), OutOfComplianceNotice)
-    monkeypatch.setattr(service_module, "forget_pushes", _failing(times=2))
+    monkeypatch.setattr(service_module, "forget_pushes", _failing(forget_pushes, times=2))
 
     with capture_logs() as logs:
         await collector_site.deposit("PO-2", quantity=5)
@@ -68,3 +76,42 @@ async def test_a_push_delivered_during_a_store_outage_leaves_the_outbox_once_the
 
     assert 2 == len([e for e in logs if e["event"] == "collector.store_failed"])
     assert [] == await device.silence(0.5)
+
+
+async def _left_in_the_outbox(site: Site, device_id: str) -> None:
+    """A push for ``device_id`` in the outbox, as a service that crashed before sending it
+    leaves it."""
+    store = await open_store(site.db)
+    try:
+        async with store.write() as tx:
+            record = (await find_devices(tx, [device_id]))[device_id]
+            request = NoticeRequest(device=record, counts=record.counts, in_reply_to=None)
+            (notice,) = await number_notices(tx, [request], now=now())
+            await queue_pushes(tx, [(device_id, seal(notice, site.key))], now=now())
+    finally:
+        await store.close()
+
+
+async def test_a_push_left_in_the_outbox_goes_out_at_start_up_through_a_store_outage(
+    collector_site: Site,
+    mosquitto: MosquittoBroker,
+    make_device: MakeDevice,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await collector_site.deposit("PO-1", quantity=1)
+    device = await make_device()
+    async with running_service(collector_site, mosquitto):
+        await device.register(await collector_site.token())
+        assert isinstance(await device.report({TAG: 2}), OutOfComplianceNotice)
+    await _left_in_the_outbox(collector_site, device.device_id)
+    monkeypatch.setattr(service_module, "unsent_pushes", _failing(unsent_pushes, times=2))
+
+    with capture_logs() as logs:
+        async with running_service(collector_site, mosquitto):
+            pushed = await device.expect(
+                lambda m: isinstance(m, OutOfComplianceNotice) and m.in_reply_to is None,
+                timeout=5.0,
+            )
+
+    assert 1 == pushed.tags[TAG].shortfall
+    assert 2 == len([e for e in logs if e["event"] == "collector.store_failed"])

@@ -78,6 +78,8 @@ class CollectorService:
         # Outbox rows whose push the broker acknowledged, not yet deleted: kept through a
         # store outage so that they are deleted once it ends, and not sent again meanwhile.
         self._delivered: list[int] = []
+        self._resend_wanted = False
+        self._outbox_wake = asyncio.Event()
         self.processed = 0
         self.started = asyncio.Event()
         self._client: NativeMqttClient | None = None
@@ -208,8 +210,10 @@ class CollectorService:
         if len(kept) < len(self._intake):
             log.info("collector.redelivery_expected", dropped=len(self._intake) - len(kept))
             self._intake = deque(kept)
-        # Anything pushed before a crash or outage and not yet acknowledged goes out again.
-        asyncio.get_running_loop().create_task(self._resend_outbox(), name="outbox-resend")
+        # Anything pushed before a crash or outage and not yet acknowledged goes out again,
+        # from the outbox task, which waits out a store outage.
+        self._resend_wanted = True
+        self._outbox_wake.set()
 
     def _disconnected(self) -> None:
         if not self._stopping.is_set():
@@ -248,6 +252,7 @@ class CollectorService:
                     taken = await self._take_batch()
                     if taken is None:
                         self._drained.set()
+                        self._outbox_wake.set()
                         return
                     batch = taken
                     prepared = await self._prepare(batch)
@@ -353,12 +358,17 @@ class CollectorService:
         while not (self._stopping.is_set() and not self._outbox_mids):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
-                    await self._drained.wait()
+                    await self._outbox_wake.wait()
+            self._outbox_wake.clear()
+            resend, self._resend_wanted = self._resend_wanted, False
             self._delivered += [
                 self._outbox_mids.pop(mid) for mid in self._published if mid in self._outbox_mids
             ]
             self._published.clear()
             try:
+                if resend:
+                    await self._resend_outbox()
+                    resend = False
                 if self._delivered:
                     async with store.write() as tx:
                         await forget_pushes(tx, self._delivered)
@@ -371,6 +381,7 @@ class CollectorService:
                     if pruned:
                         log.info("collector.receipts_pruned", count=pruned)
             except StoreError as exc:
+                self._resend_wanted |= resend
                 log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
                     "collector.store_failed", task="outbox", error=str(exc)
                 )
