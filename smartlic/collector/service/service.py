@@ -262,7 +262,18 @@ class CollectorService:
                         upcoming,
                         asyncio.create_task(self._prepare(upcoming), name="ingest-prepare"),
                     )
-                await self._send_and_acknowledge(batch, await self._process(batch, prepared))
+                outgoing = await self._process(batch, prepared)
+                if outgoing is None:
+                    log.warning(
+                        "collector.stopped_in_outage",
+                        unacknowledged=len(batch)
+                        + len(ahead[0] if ahead else ())
+                        + len(self._intake),
+                    )
+                    self._drained.set()
+                    self._outbox_wake.set()
+                    return
+                await self._send_and_acknowledge(batch, outgoing)
         finally:
             if ahead is not None:
                 ahead[1].cancel()
@@ -305,9 +316,11 @@ class CollectorService:
 
     async def _process(
         self, batch: Sequence[MqttMessage], prepared: Prepared | None = None
-    ) -> list[Outgoing]:
+    ) -> list[Outgoing] | None:
         """Decide a batch; a store failure retries it (nothing is acked until it commits), and a
-        message that breaks the service itself is isolated and kept as a dead letter."""
+        message that breaks the service itself is isolated and kept as a dead letter. None when
+        the service is stopped during an outage: the batch is left unacknowledged, for the
+        broker to deliver again to the next session."""
         ingest = self._require_ingest()
         while True:
             try:
@@ -319,38 +332,59 @@ class CollectorService:
             except Exception as exc:  # noqa: BLE001 -- an outage is retried, a fault isolated
                 if not is_outage(exc):
                     return await self._isolate(batch, exc)
-                log_outage(exc, batch=len(batch))
-                await asyncio.sleep(RETRY_DELAY)
+                if not await self._wait_out(exc, batch=len(batch)):
+                    return None
 
-    async def _isolate(self, batch: Sequence[MqttMessage], fault: Exception) -> list[Outgoing]:
+    async def _wait_out(self, outage: Exception, **context: object) -> bool:
+        """Log ``outage`` and wait before the next try; False when the service is stopping,
+        so that a store that stays down cannot hold a shutdown for ever."""
+        log_outage(outage, **context)
+        if self._stopping.is_set():
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RETRY_DELAY):
+                await self._stopping.wait()
+        return True
+
+    async def _isolate(
+        self, batch: Sequence[MqttMessage], fault: Exception
+    ) -> list[Outgoing] | None:
         """Decide a batch that broke the service one message at a time; the message that
         still breaks it alone is kept as a dead letter."""
         if len(batch) == 1:
             log.error("collector.internal_error", topic=batch[0].topic, exc_info=fault)
-            await self._bury(batch[0])
-            return []
+            return [] if await self._bury(batch[0]) else None
         log.error("collector.batch_failed", batch=len(batch), exc_info=fault)
         outgoing: list[Outgoing] = []
         for message in batch:
-            outgoing.extend(await self._process([message]))
+            decided = await self._process([message])
+            if decided is None:
+                return None
+            outgoing.extend(decided)
         return outgoing
 
-    async def _bury(self, message: MqttMessage) -> None:
-        device_id = uplink_device(self.topics, message.topic)
-        async with self._require_store().write() as tx:
-            await add_dead_letters(
-                tx,
-                [
-                    DeadLetter(
-                        received_at=self.now(),
-                        topic=message.topic,
-                        payload=message.payload[:65_536],
-                        reason="internal error while handling this message (see the service log)",
-                        code=int(ErrorCode.INTERNAL_ERROR),
-                        device_id=device_id,
-                    )
-                ],
-            )
+    async def _bury(self, message: MqttMessage) -> bool:
+        """Keep ``message`` as a dead letter; False when the service stopped during an outage
+        before it could."""
+        letter = DeadLetter(
+            received_at=self.now(),
+            topic=message.topic,
+            payload=message.payload[:65_536],
+            reason="internal error while handling this message (see the service log)",
+            code=int(ErrorCode.INTERNAL_ERROR),
+            device_id=uplink_device(self.topics, message.topic),
+        )
+        while True:
+            try:
+                async with self._require_store().write() as tx:
+                    await add_dead_letters(tx, [letter])
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                if not await self._wait_out(exc, task="dead-letter"):
+                    return False
+            else:
+                return True
 
     async def _outbox_loop(self) -> None:
         store = self._require_store()

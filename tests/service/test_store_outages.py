@@ -1,0 +1,67 @@
+"""A store that stays down: the service waits it out, and still stops when told to.
+
+A batch that cannot commit is retried and nothing of it is acknowledged. Retried for ever, it
+would also hold a shutdown for ever (an operator stopping the service to free a full disk).
+Stopped during an outage, the service leaves what it could not commit unacknowledged, and the
+broker delivers it again to the next session: nothing is lost, nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from smartlic.collector.service.ingest import Ingest
+from smartlic.collector.store import StoreError
+from smartlic.protocol import Authorization
+from structlog.testing import capture_logs
+
+from .conftest import running_service
+
+if TYPE_CHECKING:
+    from smartlic.mqtt.broker import MosquittoBroker
+
+    from .support import MakeDevice, Site
+
+pytestmark = pytest.mark.timeout(60)
+TAG = "network-advantage"
+STOP_DEADLINE = 5.0
+
+
+async def _down(*_args: Any, **_kwargs: Any) -> Any:
+    raise StoreError("disk I/O error")
+
+
+async def test_a_service_stopped_during_a_store_outage_stops_and_leaves_the_report_to_redeliver(
+    collector_site: Site,
+    mosquitto: MosquittoBroker,
+    make_device: MakeDevice,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await collector_site.deposit("PO-1", quantity=5)
+    device = await make_device()
+    async with running_service(collector_site, mosquitto):
+        await device.register(await collector_site.token())
+        await device.report({TAG: 1})
+    with capture_logs() as logs:
+        async with running_service(collector_site, mosquitto) as service:
+            monkeypatch.setattr(Ingest, "process", _down)
+            monkeypatch.setattr(Ingest, "commit", _down)
+            await device.send(device.report_bytes({TAG: 3}))
+            async with asyncio.timeout(5):
+                while not any(e["event"] == "collector.store_failed" for e in logs):
+                    await asyncio.sleep(0.05)
+            service.stop()
+            stopping = time.monotonic()
+        stopped_in = time.monotonic() - stopping
+    monkeypatch.undo()
+
+    async with running_service(collector_site, mosquitto):
+        answer = await device.expect(lambda m: getattr(m, "in_reply_to", None) == device.seq)
+
+    assert stopped_in < STOP_DEADLINE
+    assert [1] == [e["unacknowledged"] for e in logs if e["event"] == "collector.stopped_in_outage"]
+    assert isinstance(answer, Authorization)
+    assert 3 == await collector_site.in_use(TAG)
