@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
+import aiosqlite
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from smartlic.agent.actions import Publish
@@ -29,6 +31,7 @@ from smartlic.agent.core import AgentCore
 from smartlic.agent.states import LicenseState
 from smartlic.collector.service.notices import number_notices
 from smartlic.collector.service.pushes import pushes_after_downtime, pushes_for_expiry
+from smartlic.collector.store import StoreError
 from smartlic.protocol import KeyType, SigningKey, Udi, seal
 
 from . import support
@@ -36,7 +39,7 @@ from .ingest_support import changes_pushed, collector, uplink_message
 from .support import Site, now
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from smartlic.agent.actions import Action
     from smartlic.collector.service.ingest import Ingest
@@ -76,6 +79,7 @@ steps = st.one_of(
     st.tuples(st.just("move"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
     st.tuples(st.just("drop"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
     st.tuples(st.just("restart"), st.integers(0, 1), st.just(0), st.just("")),
+    st.tuples(st.just("fail"), st.integers(1, 8), st.integers(1, 16), st.just("")),
 )
 VAS = ("DEFAULT", "Engineering")
 TERM_STARTS = (-60.0, 600.0, 2 * HOUR)
@@ -110,12 +114,21 @@ class Network:
                 self.up.append(uplink_message(action.topic, action.payload))
                 queue += agent.publish_acked(action, self.now)
 
-    async def collect(self, count: int, by: int = 0) -> None:
+    async def collect(self, count: int, by: int = 0, *, failing_at: int | None = None) -> None:
+        """A collector takes ``count`` messages as one batch; with ``failing_at``, the store
+        fails at that SQL statement of it (BEGIN and COMMIT count), and the batch, never
+        acknowledged, is delivered again first."""
         batch, self.up = self.up[:count], self.up[count:]
         if not batch:
             return
         self.taken += batch
-        sent = await self.collectors[by].process(batch, int(self.now))
+        try:
+            with _store_failing_at(failing_at):
+                sent = await self.collectors[by].process(batch, int(self.now))
+        except StoreError:
+            self.up[:0] = batch
+            event("a batch failed in the store")
+            return
         for outgoing in sent:
             self.down.setdefault(outgoing.device_id, []).append(outgoing.payload)
 
@@ -179,6 +192,33 @@ class Network:
         raise AssertionError("the network did not settle")
 
 
+@contextlib.contextmanager
+def _store_failing_at(statement: int | None) -> Iterator[None]:
+    """SQLite failing (a disk I/O error) at the ``statement``-th call any connection makes."""
+    if statement is None:
+        yield
+        return
+    calls = 0
+
+    def failing(name: str) -> Callable[..., Any]:
+        original = getattr(aiosqlite.Connection, name)
+
+        def call(self: aiosqlite.Connection, *args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == statement:
+                raise sqlite3.OperationalError("disk I/O error")
+            return original(self, *args, **kwargs)
+
+        return call
+
+    names = ("execute", "executemany", "execute_fetchall")
+    with contextlib.ExitStack() as patches:
+        for name in names:
+            patches.enter_context(mock.patch.object(aiosqlite.Connection, name, failing(name)))
+        yield
+
+
 def _device_step(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
     """What one device does: its usage changes, it leaves or joins, its link drops."""
     kind, n, amount, tag = step
@@ -218,6 +258,8 @@ async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
         _network_step(net, step)
     elif kind == "collect":
         await net.collect(n, by=int(amount))
+    elif kind == "fail":
+        await net.collect(n, by=int(amount) % 2, failing_at=int(amount))
     elif kind in {"transfer", "term", "move", "drop"}:
         await _admin_step(net, step)
     elif kind == "restart":
