@@ -112,7 +112,7 @@ class AsyncMqttClient(MqttClient):
         return len(self._pending)
 
     async def connect(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 -- a sane default
-        self._closing = False
+        self._end_closing()
         self._connack = self._loop.create_future()
         self._lost = self._loop.create_future()
         properties = None
@@ -154,7 +154,7 @@ class AsyncMqttClient(MqttClient):
         self._refused(reason.is_failure for reason in reasons)
 
     async def disconnect(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- a sane default
-        self._closing = True
+        self._begin_closing()
         lost = self._lost
         if self._sock is not None and self.connected:
             self._client.disconnect()

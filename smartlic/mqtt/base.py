@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import random
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -86,6 +87,8 @@ class MqttClient(abc.ABC):
         self._connected = asyncio.Event()
         self._lost: asyncio.Future[None] | None = None
         self._closing = False
+        self._close_requested = asyncio.Event()
+        self._window_released = False
         self._paused = False
         self._room_waiters = 0
         self._loop = asyncio.get_running_loop()
@@ -103,6 +106,18 @@ class MqttClient(abc.ABC):
     def closing(self) -> bool:
         """True once :meth:`disconnect` was called (until the next :meth:`connect`)."""
         return self._closing
+
+    def _begin_closing(self) -> None:
+        """:meth:`disconnect` has begun: no more connecting, and no publish waits for room
+        (what is published now waits for a next connection that may never come)."""
+        self._closing = True
+        self._close_requested.set()
+        self._room.set()
+
+    def _end_closing(self) -> None:
+        """:meth:`connect` again: the client is in use once more."""
+        self._closing = False
+        self._close_requested.clear()
 
     @property
     @abc.abstractmethod
@@ -172,7 +187,10 @@ class MqttClient(abc.ABC):
                 attempt += 1
                 if on_error is not None:
                     on_error(exc, delay)
-                await asyncio.sleep(delay)
+                # A disconnect() ends the wait: backoff may have grown to its cap.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._close_requested.wait()
                 continue
             attempt = 0
             await self.wait_lost()
@@ -183,18 +201,21 @@ class MqttClient(abc.ABC):
         QoS 1 messages given while disconnected go out on the next connection of this
         (persistent) session, unless ``resend_on_reconnect`` is False.
         """
-        if self.pending >= self._max_pending:
+        if self._bounded() and self.pending >= self._max_pending:
             # The room comes from PUBACKs: read them even while paused (see pause_reading).
             self._room_waiters += 1
             self._sync_reading()
             try:
-                while self.pending >= self._max_pending:
+                while self._bounded() and self.pending >= self._max_pending:
                     self._room.clear()
                     await self._room.wait()
             finally:
                 self._room_waiters -= 1
                 self._sync_reading()
         return self.publish_nowait(topic, payload, qos)
+
+    def _bounded(self) -> bool:
+        return not (self._closing or self._window_released)
 
     @abc.abstractmethod
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> int:

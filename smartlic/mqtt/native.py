@@ -91,7 +91,7 @@ class NativeMqttClient(MqttClient):
         return link is not None and link.transport is not None and link.transport.is_reading()
 
     async def connect(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 -- a sane default
-        self._closing = False
+        self._end_closing()
         self._connack = self._loop.create_future()
         self._lost = self._loop.create_future()
         self._reader = PacketReader(max_size=MAX_PACKET)
@@ -148,7 +148,7 @@ class NativeMqttClient(MqttClient):
         self._refused(reason >= 0x80 for reason in reasons)  # MQTT 5 §3.9.3: 0x80 up refuse
 
     async def disconnect(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- a sane default
-        self._closing = True
+        self._begin_closing()
         link = self._link
         if link is not None and link.transport is not None:
             if self._link_up:
@@ -164,6 +164,14 @@ class NativeMqttClient(MqttClient):
 
     def abort(self) -> None:
         self._drop_link()
+
+    def release_window(self) -> None:
+        """Let every publish through at once, whatever ``max_pending``: for a shutdown, when
+        waiting for room would wait for a broker that may not come back. What is beyond the
+        window waits in the queue; a packet id is still never reused while its message is
+        unacknowledged (``OutgoingQueue.allocate_id``)."""
+        self._window_released = True
+        self._room.set()
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> int:
         if qos == 0:

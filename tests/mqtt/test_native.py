@@ -276,3 +276,56 @@ async def test_publishing_past_every_packet_identifier_is_an_mqtt_error(
 
     with pytest.raises(MqttError, match="65,535 messages await acknowledgement"):
         client.publish_nowait("t", b"one too many")
+
+
+async def test_a_publish_waiting_for_room_goes_through_once_the_window_is_released(
+    broker: ScriptedBroker,
+) -> None:
+    """For a shutdown while the broker is away: the message waits in the queue instead."""
+    client = _client(broker, max_pending=1)
+    await client.publish("t", b"fills the window")
+    waiting = asyncio.create_task(client.publish("t", b"waits for room"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+
+    client.release_window()
+
+    async with asyncio.timeout(1):
+        await waiting
+    assert 2 == client.pending
+
+
+async def test_a_publish_waiting_for_room_goes_through_once_the_client_disconnects(
+    broker: ScriptedBroker,
+) -> None:
+    client = _client(broker, max_pending=1)
+    await client.publish("t", b"fills the window")
+    waiting = asyncio.create_task(client.publish("t", b"waits for room"))
+    await asyncio.sleep(0.05)
+
+    await client.disconnect()
+
+    async with asyncio.timeout(1):
+        await waiting
+
+
+async def test_a_disconnect_ends_the_wait_before_the_next_attempt_at_once() -> None:
+    """Backoff grows to half a minute in a long outage; a shutdown must not wait it out."""
+    server = await asyncio.start_server(lambda _r, _w: None, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    server.close()
+    await server.wait_closed()
+    client = NativeMqttClient(
+        client_id="collector", broker=BrokerAddress(host=host, port=port), on_message=print
+    )
+    failed = asyncio.Event()
+    running = asyncio.create_task(
+        client.run(backoff=Backoff(base=30, floor=30), on_error=lambda _e, _d: failed.set())
+    )
+    async with asyncio.timeout(5):
+        await failed.wait()
+
+    await client.disconnect()
+
+    async with asyncio.timeout(1):
+        await running
