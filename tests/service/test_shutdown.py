@@ -1,9 +1,11 @@
-"""A store that stays down: the service waits it out, and still stops when told to.
+"""A shutdown while what the service depends on is away: it still stops when told to.
 
 A batch that cannot commit is retried and nothing of it is acknowledged. Retried for ever, it
 would also hold a shutdown for ever (an operator stopping the service to free a full disk).
-Stopped during an outage, the service leaves what it could not commit unacknowledged, and the
-broker delivers it again to the next session: nothing is lost, nothing counted twice.
+Stopped during a store outage, the service leaves what it could not commit unacknowledged,
+and the broker delivers it again to the next session: nothing is lost, nothing counted twice.
+Likewise a broker that is away must not hold a shutdown: publishes waiting for room in the
+window would wait for it to come back, and so would the wait before the next connection.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from smartlic.collector.service.ingest import Ingest
 from smartlic.collector.store import StoreError
+from smartlic.mqtt.native import NativeMqttClient
 from smartlic.protocol import Authorization
 from structlog.testing import capture_logs
 
@@ -65,3 +68,40 @@ async def test_a_service_stopped_during_a_store_outage_stops_and_leaves_the_repo
     assert [1] == [e["unacknowledged"] for e in logs if e["event"] == "collector.stopped_in_outage"]
     assert isinstance(answer, Authorization)
     assert 3 == await collector_site.in_use(TAG)
+
+
+async def test_a_service_stopped_while_the_broker_is_away_with_pushes_waiting_stops(
+    collector_site: Site,
+    mosquitto: MosquittoBroker,
+    make_device: MakeDevice,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a window of two, a deposit that pushes to three devices while the broker is away
+    leaves the third push waiting for room."""
+    original = NativeMqttClient.__init__
+
+    def small_window(self: NativeMqttClient, **options: Any) -> None:
+        original(self, **{**options, "max_pending": 2})
+
+    monkeypatch.setattr(NativeMqttClient, "__init__", small_window)
+    await collector_site.deposit("PO-1", quantity=1)
+    token = await collector_site.token()
+    with capture_logs() as logs:
+        async with running_service(collector_site, mosquitto) as service:
+            for _ in range(3):
+                device = await make_device()
+                await device.register(token)
+                await device.report({TAG: 1})
+            mosquitto.stop()
+            await collector_site.deposit("PO-2", quantity=5)
+            async with asyncio.timeout(5):
+                while service._require_client().pending < 2:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            service.stop()
+            stopping = time.monotonic()
+        stopped_in = time.monotonic() - stopping
+    mosquitto.start()
+
+    assert stopped_in < STOP_DEADLINE
+    assert [] == [e for e in logs if e["log_level"] in {"error", "critical"}]

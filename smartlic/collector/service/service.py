@@ -104,6 +104,9 @@ class CollectorService:
             self._arrived.set()
             if self._client is not None:
                 self._client.pause_reading()
+                # What is left to publish is in the outbox or the stored answers: a broker
+                # that is down must not hold the shutdown until it is back.
+                self._client.release_window()
 
     async def run(self) -> None:
         """Run until :meth:`stop` (SIGTERM/SIGINT call it when installed by the CLI)."""
