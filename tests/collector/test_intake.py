@@ -1,9 +1,89 @@
-"""What the service keeps of its buffer when a new connection comes up."""
+"""The remote-input boundary of the collector: reading what arrives, and what the service
+keeps of its buffer when a new connection comes up."""
 
 from __future__ import annotations
 
-from smartlic.collector.service.intake import worth_keeping_after_reconnect
+from hypothesis import given
+from hypothesis import strategies as st
+from smartlic.collector.service.intake import parse, worth_keeping_after_reconnect
 from smartlic.mqtt.common import MqttMessage
+from smartlic.protocol import (
+    Authorization,
+    ErrorCode,
+    KeyType,
+    SigningKey,
+    Topics,
+    UsageReport,
+    seal,
+)
+
+TOPICS = Topics()
+DEVICE = "ISR4331:FDO1"
+KEY = SigningKey.from_seed(KeyType.ED25519, b"k" * 32)
+
+
+def _report(device_id: str = DEVICE) -> bytes:
+    report = UsageReport(device_id=device_id, seq=1, issued_at=1, period=60, counts={"a": 1})
+    return seal(report, KEY)
+
+
+def test_a_message_off_the_uplink_topics_is_refused_unanswered() -> None:
+    """Nobody can be told: the topic names no device."""
+    item = parse(TOPICS, "smartlic/v1/d/ISR4331:FDO1/down", _report())
+
+    assert (None, ErrorCode.MALFORMED_TOPIC, False) == (
+        item.device_id,
+        item.refusal and item.refusal.code,
+        item.refusal and item.refusal.answer,
+    )
+    assert item.opened is None
+
+
+def test_a_collectors_message_sent_by_a_device_is_refused_and_answered() -> None:
+    notice = Authorization(
+        device_id=DEVICE,
+        notice_seq=1,
+        issued_at=1,
+        in_reply_to=None,
+        virtual_account="default",
+        valid_until=2,
+        next_report_at=2,
+        nonce=b"n" * 8,
+        tags={},
+    )
+
+    item = parse(TOPICS, TOPICS.uplink(DEVICE), seal(notice, KEY))
+
+    assert item.refusal is not None
+    assert (ErrorCode.UNKNOWN_MESSAGE_TYPE, True) == (item.refusal.code, item.refusal.answer)
+    assert "authorization is not something a device sends" in item.refusal.reason
+
+
+def test_a_report_signed_for_another_device_is_refused_as_wrong_topic_in_reply_to_nothing() -> None:
+    """Its sequence number is the other device's: an answer naming it could retire a report
+    of the topic's own device that happens to carry the same number."""
+    item = parse(TOPICS, TOPICS.uplink(DEVICE), _report("ISR4331:FDO2"))
+
+    assert item.refusal is not None
+    assert (ErrorCode.WRONG_TOPIC, True, None) == (
+        item.refusal.code,
+        item.refusal.answer,
+        item.reply_to,
+    )
+
+
+def test_a_report_on_its_own_uplink_is_opened_for_verifying() -> None:
+    item = parse(TOPICS, TOPICS.uplink(DEVICE), _report())
+
+    assert (None, DEVICE) == (item.refusal, item.opened and item.opened.message.device_id)
+
+
+@given(topic=st.text(max_size=60), payload=st.binary(max_size=300))
+def test_any_topic_and_bytes_are_either_opened_or_refused(topic: str, payload: bytes) -> None:
+    """The boundary never raises: everything ends as an opened message or a refusal."""
+    item = parse(TOPICS, topic, payload)
+
+    assert (item.opened is None) is (item.refusal is not None)
 
 
 def _message(mid: int, generation: int) -> MqttMessage:
