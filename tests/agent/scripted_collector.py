@@ -63,6 +63,8 @@ class CollectorScript:
     validity: int = 90 * 86_400
     entitled: dict[str, int] = field(default_factory=dict)
     refuse_registration: ErrorCode | None = None
+    refuse_reports: ErrorCode | None = None
+    """Set: every report is refused with this code, and nothing of it accepted."""
     answer_reports: bool = True
     """False: reports are dropped unprocessed, as if the collector were down."""
     rng: random.Random = field(default_factory=lambda: random.Random(5))  # noqa: S311 -- nonces of a test double
@@ -165,26 +167,32 @@ class CollectorScript:
             return []
         device_id = report.device_id
         down = self.topics.downlink(device_id)
+        if self.refuse_reports is not None:
+            self.refused.append((device_id, self.refuse_reports))
+            return [(down, self._refusal(device_id, now, report.seq, self.refuse_reports))]
         if report.seq <= self.last_seq.get(device_id, 0):
             stored = self.stored_answers.get((device_id, report.seq))
             if stored is not None and stored[0] == payload:
                 return [(down, stored[1])]
             self.refused.append((device_id, ErrorCode.REPLAYED))
-            refusal = ErrorNotice(
-                device_id=device_id,
-                notice_seq=self.next_notice_seq(device_id),
-                issued_at=now,
-                in_reply_to=report.seq,
-                code=ErrorCode.REPLAYED,
-                message="not above the last accepted report",
-            )
-            return [(down, seal(refusal, self.key))]
+            return [(down, self._refusal(device_id, now, report.seq, ErrorCode.REPLAYED))]
         self.last_seq[device_id] = report.seq
         self.latest_counts[device_id] = dict(report.counts)
         self.reports.append(report)
         answer = seal(self.compliance(device_id, now, in_reply_to=report.seq), self.key)
         self.stored_answers[device_id, report.seq] = (payload, answer)
         return [(down, answer)]
+
+    def _refusal(self, device_id: str, now: int, seq: int, code: ErrorCode) -> bytes:
+        refusal = ErrorNotice(
+            device_id=device_id,
+            notice_seq=self.next_notice_seq(device_id),
+            issued_at=now,
+            in_reply_to=seq,
+            code=code,
+            message=f"refused: {code.name.lower()}",
+        )
+        return seal(refusal, self.key)
 
     def compliance(
         self, device_id: str, now: int, *, in_reply_to: int | None

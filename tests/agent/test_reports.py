@@ -253,6 +253,25 @@ def test_a_replayed_refusal_jumps_ahead_and_reports_again() -> None:
     )
 
 
+def test_a_report_refused_for_clock_skew_is_reported_again_after_a_backoff() -> None:
+    """Not at once (the clock is still off), not only at the next interval (a day away)."""
+    harness = registered()
+    harness.script.refuse_reports = ErrorCode.CLOCK_SKEW
+    harness.usage({TAG: 3}, T0 + 100)
+    harness.tick(T0 + 106)
+    harness.script.refuse_reports = None
+    harness.tick(T0 + 120)
+    soon = [a.code for a in of_type(harness.actions, ReportAnswered)]
+
+    harness.tick(T0 + 106 + 61)
+
+    assert [None, ErrorCode.CLOCK_SKEW] == soon
+    assert [None, ErrorCode.CLOCK_SKEW, None] == [
+        a.code for a in of_type(harness.actions, ReportAnswered)
+    ]
+    assert {TAG: 3} == harness.script.latest_counts[harness.core.device_id]
+
+
 def test_a_broker_outage_of_any_length_loses_no_report() -> None:
     harness = registered()
     core = harness.core
