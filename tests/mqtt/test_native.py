@@ -278,15 +278,21 @@ async def test_publishing_past_every_packet_identifier_is_an_mqtt_error(
         client.publish_nowait("t", b"one too many")
 
 
-async def test_a_publish_waiting_for_room_goes_through_once_the_window_is_released(
-    broker: ScriptedBroker,
-) -> None:
-    """For a shutdown while the broker is away: the message waits in the queue instead."""
+async def _waiting_for_room(broker: ScriptedBroker) -> tuple[NativeMqttClient, asyncio.Task[int]]:
+    """A client, never connected, whose window of one is full, and a publish waiting for room."""
     client = _client(broker, max_pending=1)
     await client.publish("t", b"fills the window")
     waiting = asyncio.create_task(client.publish("t", b"waits for room"))
     await asyncio.sleep(0.05)
     assert not waiting.done()
+    return client, waiting
+
+
+async def test_a_publish_waiting_for_room_goes_through_once_the_window_is_released(
+    broker: ScriptedBroker,
+) -> None:
+    """For a shutdown while the broker is away: the message waits in the queue instead."""
+    client, waiting = await _waiting_for_room(broker)
 
     client.release_window()
 
@@ -298,10 +304,7 @@ async def test_a_publish_waiting_for_room_goes_through_once_the_window_is_releas
 async def test_a_publish_waiting_for_room_goes_through_once_the_client_disconnects(
     broker: ScriptedBroker,
 ) -> None:
-    client = _client(broker, max_pending=1)
-    await client.publish("t", b"fills the window")
-    waiting = asyncio.create_task(client.publish("t", b"waits for room"))
-    await asyncio.sleep(0.05)
+    client, waiting = await _waiting_for_room(broker)
 
     await client.disconnect()
 
