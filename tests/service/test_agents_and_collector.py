@@ -5,10 +5,12 @@ size (two collectors on one database take turns, as two members of a share group
 the collectors send waits per device until it is delivered, lost, or the report behind it is
 delivered again (a broker redelivering what it saw no PUBACK for).
 Meanwhile usage changes, time passes, an administrator moves licenses and devices between VAs,
-deposits term licenses and deregisters devices, the expiry watcher looks at any moments, and a
-collector restarts (forgetting what it kept in memory, and catching up on the terms). Once
-the network is fair again, every agent must end where the collector's records say it is: the
-same counts, and authorized exactly when none of the pools of the tags it uses is short.
+deposits term licenses and deregisters devices, the expiry watcher looks at any moments, a
+collector restarts (forgetting what it kept in memory, and catching up on the terms), the store
+fails in the middle of a batch, and an agent crashes and starts again from what it persisted
+(or from an older copy of it). Once the network is fair again and every agent has reported
+once more, every agent must end where the collector's records say it is: the same counts, and
+authorized exactly when none of the pools of the tags it uses is short.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from unittest import mock
 import aiosqlite
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from smartlic.agent.actions import Publish
+from smartlic.agent.actions import Persist, Publish
 from smartlic.agent.core import AgentCore
 from smartlic.agent.states import LicenseState
 from smartlic.collector.service.notices import number_notices
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from smartlic.agent.actions import Action
+    from smartlic.agent.snapshot import Snapshot
     from smartlic.collector.service.ingest import Ingest
     from smartlic.mqtt.common import MqttMessage
 
@@ -80,6 +83,9 @@ steps = st.one_of(
     st.tuples(st.just("drop"), st.integers(0, AGENTS - 1), st.just(0), st.just("")),
     st.tuples(st.just("restart"), st.integers(0, 1), st.just(0), st.just("")),
     st.tuples(st.just("fail"), st.integers(1, 8), st.integers(1, 16), st.just("")),
+    st.tuples(
+        st.just("crash"), st.integers(0, AGENTS - 1), st.sampled_from([0, 0, 1]), st.just("")
+    ),
 )
 VAS = ("DEFAULT", "Engineering")
 TERM_STARTS = (-60.0, 600.0, 2 * HOUR)
@@ -103,6 +109,10 @@ class Network:
     """Every message the collector took, so any may be redelivered, even after newer ones (as
     with several collectors in one share group)."""
     down: dict[str, list[bytes]] = field(default_factory=dict)
+    keys: list[SigningKey] = field(default_factory=list)
+    draw: random.Random = field(default_factory=random.Random)
+    saved: dict[str, list[Snapshot]] = field(default_factory=dict)
+    """What each agent persisted, oldest first: what a crash or a restore starts from."""
     mark: int = 0
     expired_until: int = 0
 
@@ -110,9 +120,23 @@ class Network:
         queue = list(actions)
         while queue:
             action = queue.pop(0)
-            if isinstance(action, Publish):
+            if isinstance(action, Persist):
+                self.saved.setdefault(agent.device_id, []).append(action.snapshot)
+            elif isinstance(action, Publish):
                 self.up.append(uplink_message(action.topic, action.payload))
                 queue += agent.publish_acked(action, self.now)
+
+    def crash(self, n: int, back: int, usage: dict[str, int]) -> None:
+        """Agent ``n`` dies and starts again from what it persisted, ``back`` saves ago (a
+        restore from an older copy), and reads its usage again."""
+        saved = self.saved.get(self.agents[n].device_id, [])
+        if len(saved) <= back:
+            return
+        agent = AgentCore.restore(saved[-1 - back], key=self.keys[n], entropy=self.draw.randbytes)
+        self.agents[n] = agent
+        self.run(agent, agent.start(self.now) + agent.connected(self.now))
+        self.run(agent, agent.usage_changed(usage, self.now))
+        event("an agent crashed" if back == 0 else "an agent restored from an older copy")
 
     async def collect(self, count: int, by: int = 0, *, failing_at: int | None = None) -> None:
         """A collector takes ``count`` messages as one batch; with ``failing_at``, the store
@@ -234,6 +258,8 @@ def _device_step(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
         net.run(agent, agent.disconnected(net.now))
         net.tick(amount)
         net.run(agent, agent.connected(net.now))
+    elif kind == "crash":
+        net.crash(n, int(amount), usage[n])
 
 
 def _network_step(net: Network, step: Step) -> None:
@@ -252,7 +278,7 @@ def _network_step(net: Network, step: Step) -> None:
 
 async def _apply(net: Network, step: Step, usage: list[dict[str, int]]) -> None:
     kind, n, amount, _ = step
-    if kind in {"usage", "leave", "join", "outage"}:
+    if kind in {"usage", "leave", "join", "outage", "crash"}:
         _device_step(net, step, usage)
     elif kind in {"time", "deliver", "lose", "redeliver"}:
         _network_step(net, step)
@@ -356,13 +382,12 @@ async def _run(steps_taken: Sequence[Step], seed: int) -> None:
             await site.deposit(f"PO-{n}", tag=tag, quantity=quantity)
         token = await site.token()
         draw = random.Random(seed)  # noqa: S311 -- reproducible entropy for the agents
+        keys = [SigningKey.from_seed(KeyType.ED25519, draw.randbytes(32)) for _ in range(AGENTS)]
         agents = [
             AgentCore.new(
-                Udi(product_id="ISR4331", serial=f"E{n}"),
-                key=SigningKey.from_seed(KeyType.ED25519, draw.randbytes(32)),
-                entropy=draw.randbytes,
+                Udi(product_id="ISR4331", serial=f"E{n}"), key=key, entropy=draw.randbytes
             )
-            for n in range(AGENTS)
+            for n, key in enumerate(keys)
         ]
         async with contextlib.AsyncExitStack() as stack:
             first = await stack.enter_async_context(collector(site))
@@ -372,6 +397,8 @@ async def _run(steps_taken: Sequence[Step], seed: int) -> None:
                 agents=agents,
                 collectors=[first, second],
                 stack=stack,
+                keys=keys,
+                draw=draw,
                 site=site,
                 token=token,
                 now=float(now()),
