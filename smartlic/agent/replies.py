@@ -183,6 +183,7 @@ class Replies(Device):
             return False
         if self._pending_older_copies > 0:
             self._pending_older_copies -= 1
+            self._dirty = True
             return True
         if self._stale_request(now) is None:
             return False

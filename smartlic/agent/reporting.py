@@ -87,6 +87,9 @@ class Reporting(Device):
         if stale is not None:
             pending = self._reissued(pending, stale, now)
         self._pending_copies += 1
+        # Saved before it goes: after a crash, a refusal of this copy must still be known
+        # for one of the copies sent (Replies._refused_for_waiting).
+        self._dirty = True
         return Publish(
             topic=self.uplink,
             payload=pending.payload,

@@ -47,6 +47,12 @@ class PendingRequest:
     """The signed request, re-sent until answered (signed again when stale, with the same id)."""
     fingerprint: bytes | None = None
     """For a registration: the collector fingerprint from the token, to verify the answer."""
+    copies: int = 0
+    """Copies of ``payload`` sent so far."""
+    older_copies: int = 0
+    """Copies signed before ``payload`` was (with an older issue time) whose answers are still
+    to come: a clock-skew refusal is taken for one of theirs. Kept across a restart, so that the
+    refusal of a copy sent before a crash does not end the request."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,7 +135,14 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
             "registered_at": snapshot.registered_at,
             "pending": None
             if pending is None
-            else [pending.kind.value, pending.request_id, pending.payload, pending.fingerprint],
+            else [
+                pending.kind.value,
+                pending.request_id,
+                pending.payload,
+                pending.fingerprint,
+                pending.copies,
+                pending.older_copies,
+            ],
             "authorization": _deadline_out(snapshot.authorization),
             "next_report": _deadline_out(snapshot.next_report),
             "usage": dict(snapshot.usage),
@@ -195,13 +208,22 @@ def _counts_in(value: Any) -> dict[str, int]:  # noqa: ANN401 -- decoded CBOR, c
 
 
 def _pending_in(value: Any) -> PendingRequest:  # noqa: ANN401 -- decoded CBOR, checked here
-    kind, request_id, payload, fingerprint = value
+    # Files written before the copies were counted hold four items: none counted.
+    kind, request_id, payload, fingerprint, *counts = value
     if type(request_id) is not bytes or type(payload) is not bytes:
         raise TypeError("request id and payload are bytes")
     if fingerprint is not None and type(fingerprint) is not bytes:
         raise TypeError("a fingerprint is bytes")
+    copies, older_copies = counts or (0, 0)
+    if not all(type(n) is int and n >= 0 for n in (copies, older_copies)):
+        raise TypeError("the copies sent are counts")
     return PendingRequest(
-        kind=RequestKind(kind), request_id=request_id, payload=payload, fingerprint=fingerprint
+        kind=RequestKind(kind),
+        request_id=request_id,
+        payload=payload,
+        fingerprint=fingerprint,
+        copies=copies,
+        older_copies=older_copies,
     )
 
 

@@ -7,7 +7,7 @@ for skew only because it waited is sent again rather than given up.
 
 from __future__ import annotations
 
-from agent_support import T0, Harness, device_key, new_core, of_type
+from agent_support import T0, Harness, device_key, new_core, of_type, restore
 from smartlic.agent.actions import Publish, RegistrationRefused
 from smartlic.agent.core import CoreSettings
 from smartlic.protocol import ErrorCode, RegistrationRequest, open_message
@@ -105,6 +105,24 @@ def test_a_refusal_of_an_older_copy_is_set_aside_for_the_fresh_copys_answer() ->
     first, _ = of_type(harness.actions, Publish)
     harness.run(harness.core.publish_acked(first, T0 + 7200), T0 + 7200)
     harness.receive(harness.script.handle(first.topic, first.payload, T0 + 7200)[0], T0 + 7200)
+
+    assert [] == of_type(harness.actions, RegistrationRefused)
+    assert harness.core.pending is not None
+
+
+def test_a_refusal_of_a_copy_sent_before_a_crash_is_set_aside_after_the_restart() -> None:
+    """The count of older copies out there is saved with the request: restarted, the core
+    still knows that the refusal may be theirs, and waits for the fresh copy's answer."""
+    harness = _registering_unanswered()
+    _outage(harness, 7200)
+    stored = harness.storage.load()
+    assert stored is not None
+    harness.core = restore(stored)
+    harness.start(T0 + 7201)
+    harness.script.refuse_registration = ErrorCode.CLOCK_SKEW
+    first = of_type(harness.actions, Publish)[0]
+    refusal = harness.script.handle(first.topic, first.payload, T0 + 7201)[0]
+    harness.receive(refusal, T0 + 7201)
 
     assert [] == of_type(harness.actions, RegistrationRefused)
     assert harness.core.pending is not None

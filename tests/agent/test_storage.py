@@ -70,6 +70,8 @@ def test_a_snapshot_survives_encoding() -> None:
             request_id=st.binary(min_size=16, max_size=16),
             payload=st.binary(max_size=64),
             fingerprint=st.none() | st.binary(min_size=32, max_size=32),
+            copies=st.integers(0, 2**31),
+            older_copies=st.integers(0, 2**31),
         ),
         authorization=st.none()
         | st.builds(Deadline, wall=st.floats(0, 2e9), elapsed=st.floats(0, 2e9)),

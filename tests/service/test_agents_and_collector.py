@@ -444,6 +444,18 @@ async def _run(steps_taken: Sequence[Step], seed: int) -> None:
 @example(steps_taken=[("leave", 0, 0, ""), ("time", 4, HOUR, "")], seed=0)
 @example(steps_taken=[("leave", 0, 0, ""), ("collect", 1, 0, ""), ("lose", 0, 0, "")], seed=0)
 @example(steps_taken=[("leave", 0, 0, ""), ("redeliver", 0, 0, "")], seed=0)
+# And, once agents crashed: a clock-skew refusal of a copy sent before the crash taken as final.
+@example(
+    steps_taken=[
+        ("drop", 2, 0, ""),
+        ("deliver", 2, 0, ""),
+        ("join", 2, 0, ""),
+        ("time", 1, 1.0, ""),
+        ("time", 1, HOUR, ""),
+        ("crash", 2, 0, ""),
+    ],
+    seed=0,
+)
 def test_agents_end_where_the_collector_has_them_whatever_the_network_did(
     steps_taken: list[Step], seed: int
 ) -> None:
