@@ -128,9 +128,16 @@ class Network:
 
     def crash(self, n: int, back: int, usage: dict[str, int]) -> None:
         """Agent ``n`` dies and starts again from what it persisted, ``back`` saves ago (a
-        restore from an older copy), and reads its usage again."""
+        restore from an older copy), and reads its usage again.
+
+        An older copy is restored only while it holds the registration and the pending
+        request the latest one holds: one from before a (de)registration request went out
+        knows nothing of it, and the answer, to a request the device has no record of, is
+        rightly ignored (for a registration it could not even be verified), so the device and
+        the collector part ways until an operator registers it again.
+        """
         saved = self.saved.get(self.agents[n].device_id, [])
-        if len(saved) <= back:
+        if len(saved) <= back or _registration_of(saved[-1 - back]) != _registration_of(saved[-1]):
             return
         agent = AgentCore.restore(saved[-1 - back], key=self.keys[n], entropy=self.draw.randbytes)
         self.agents[n] = agent
@@ -214,6 +221,11 @@ class Network:
             self.tick(HOUR)
             quiet += HOUR
         raise AssertionError("the network did not settle")
+
+
+def _registration_of(snapshot: Snapshot) -> tuple[bool, bytes | None]:
+    pending = snapshot.pending
+    return snapshot.state.registered, None if pending is None else pending.request_id
 
 
 @contextlib.contextmanager
