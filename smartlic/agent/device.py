@@ -10,7 +10,6 @@ something durable changed (:meth:`Device._finish`). The core is assembled from i
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Final
 
 from smartlic.agent.actions import Persist, ReportDropped, StateChanged
@@ -55,9 +54,7 @@ class Device:
         "_pending",
         "_pending_acked",
         "_pending_attempts",
-        "_pending_copies",
         "_pending_in_flight",
-        "_pending_older_copies",
         "_pending_retry_at",
         "_persisted_elapsed",
         "_registered_at",
@@ -125,10 +122,6 @@ class Device:
         self._pending_acked = False
         self._pending_attempts = 0
         self._pending_retry_at: Deadline | None = None
-        self._pending_copies = 0 if snapshot.pending is None else snapshot.pending.copies
-        self._pending_older_copies = (
-            0 if snapshot.pending is None else snapshot.pending.older_copies
-        )
         self._authorization = snapshot.authorization
         self._next_report = snapshot.next_report
         self._usage: dict[str, int] = dict(snapshot.usage)
@@ -163,13 +156,7 @@ class Device:
             virtual_account=self._virtual_account,
             report_interval=self._report_interval,
             registered_at=self._registered_at,
-            pending=None
-            if self._pending is None
-            else dataclasses.replace(
-                self._pending,
-                copies=self._pending_copies,
-                older_copies=self._pending_older_copies,
-            ),
+            pending=self._pending,
             authorization=self._authorization,
             next_report=self._next_report,
             usage=dict(self._usage),
@@ -216,8 +203,6 @@ class Device:
         self._pending_acked = False
         self._pending_attempts = 0
         self._pending_retry_at = None
-        self._pending_copies = 0
-        self._pending_older_copies = 0
         self._dirty = True
 
     def _stale_request(self, now: float) -> RegistrationRequest | DeregistrationRequest | None:

@@ -9,6 +9,7 @@ returns the device to evaluation. A stale answer (old ``notice_seq``) only clear
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Final
 
 from smartlic.agent.actions import (
@@ -181,8 +182,10 @@ class Replies(Device):
             or message.code is not ErrorCode.CLOCK_SKEW
         ):
             return False
-        if self._pending_older_copies > 0:
-            self._pending_older_copies -= 1
+        if self._pending.older_copies > 0:
+            self._pending = dataclasses.replace(
+                self._pending, older_copies=self._pending.older_copies - 1
+            )
             self._dirty = True
             return True
         if self._stale_request(now) is None:

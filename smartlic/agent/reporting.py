@@ -86,9 +86,9 @@ class Reporting(Device):
         stale = self._stale_request(now)
         if stale is not None:
             pending = self._reissued(pending, stale, now)
-        self._pending_copies += 1
         # Saved before it goes: after a crash, a refusal of this copy must still be known
         # for one of the copies sent (Replies._refused_for_waiting).
+        pending = self._pending = dataclasses.replace(pending, copies=pending.copies + 1)
         self._dirty = True
         return Publish(
             topic=self.uplink,
@@ -114,9 +114,12 @@ class Reporting(Device):
         answer to any copy is its answer, however late; a clock-skew refusal is taken for an
         older copy's while older copies are out (``Replies._refused_for_waiting``)."""
         fresh = dataclasses.replace(request, issued_at=int(now))
-        self._pending = dataclasses.replace(pending, payload=seal(fresh, self._key))
-        self._pending_older_copies += self._pending_copies
-        self._pending_copies = 0
+        self._pending = dataclasses.replace(
+            pending,
+            payload=seal(fresh, self._key),
+            copies=0,
+            older_copies=pending.older_copies + pending.copies,
+        )
         self._dirty = True
         return self._pending
 
