@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from smartlic.collector.service.ingest import Ingest
 from smartlic.collector.store import StoreError
+from smartlic.mqtt import outgoing
 from smartlic.mqtt.native import NativeMqttClient
 from smartlic.protocol import Authorization
 from structlog.testing import capture_logs
@@ -78,12 +79,7 @@ async def test_a_service_stopped_while_the_broker_is_away_with_pushes_waiting_st
 ) -> None:
     """With a window of two, a deposit that pushes to three devices while the broker is away
     leaves the third push waiting for room."""
-    original = NativeMqttClient.__init__
-
-    def small_window(self: NativeMqttClient, **options: Any) -> None:
-        original(self, **{**options, "max_pending": 2})
-
-    monkeypatch.setattr(NativeMqttClient, "__init__", small_window)
+    _window_of_two(monkeypatch)
     await collector_site.deposit("PO-1", quantity=1)
     token = await collector_site.token()
     with capture_logs() as logs:
@@ -105,3 +101,49 @@ async def test_a_service_stopped_while_the_broker_is_away_with_pushes_waiting_st
 
     assert stopped_in < STOP_DEADLINE
     assert [] == [e for e in logs if e["log_level"] in {"error", "critical"}]
+
+
+async def test_a_service_stopped_with_more_to_publish_than_packet_ids_stops_without_an_error(
+    collector_site: Site,
+    mosquitto: MosquittoBroker,
+    make_device: MakeDevice,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With three packet ids (65,535 in MQTT) and the window released by the stop, the fourth
+    push to publish while the broker is away finds no id. Every push stays in the outbox: the
+    packet ids are reused at once, so a PUBACK must name its push when it arrives."""
+    _window_of_two(monkeypatch)
+    monkeypatch.setattr(outgoing, "MAX_PACKET_ID", 3)
+    await collector_site.deposit("PO-1", quantity=1)
+    token = await collector_site.token()
+    with capture_logs() as logs:
+        async with running_service(collector_site, mosquitto) as service:
+            devices = [await make_device() for _ in range(4)]
+            for device in devices:
+                await device.register(token)
+                await device.report({TAG: 1})
+            mosquitto.stop()
+            await collector_site.deposit("PO-2", quantity=5)
+            async with asyncio.timeout(5):
+                while service._require_client().pending < 2:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            service.stop()
+            stopping = time.monotonic()
+        stopped_in = time.monotonic() - stopping
+    mosquitto.start()
+
+    assert stopped_in < STOP_DEADLINE
+    assert [1] == [e["left"] for e in logs if e["event"] == "collector.publish_abandoned"]
+    assert [] == [e for e in logs if e["log_level"] in {"error", "critical"}]
+    outbox = await collector_site.query("SELECT device_id FROM notice_outbox")
+    assert sorted(d.device_id for d in devices) == sorted(r["device_id"] for r in outbox)
+
+
+def _window_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = NativeMqttClient.__init__
+
+    def small_window(self: NativeMqttClient, **options: Any) -> None:
+        original(self, **{**options, "max_pending": 2})
+
+    monkeypatch.setattr(NativeMqttClient, "__init__", small_window)

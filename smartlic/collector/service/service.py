@@ -48,6 +48,7 @@ from smartlic.collector.service.watchers import CHANGES_MARK, EXPIRY_MARK, RETRY
 from smartlic.collector.signing_key import check_site_key, read_key_file
 from smartlic.collector.site import site_info
 from smartlic.collector.store import StoreError, open_store
+from smartlic.mqtt.common import MqttError
 from smartlic.mqtt.native import NativeMqttClient
 from smartlic.protocol import ErrorCode, Topics
 
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     from smartlic.collector.service.config import ServiceConfig
     from smartlic.collector.service.notices import ErrorRequest, NoticeRequest
     from smartlic.collector.store import Store, Transaction
-    from smartlic.mqtt.common import MqttError, MqttMessage
+    from smartlic.mqtt.common import MqttMessage
     from smartlic.protocol import SigningKey
 
 T = TypeVar("T")
@@ -73,8 +74,8 @@ class CollectorService:
         self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
         self._paused = False
-        self._published: list[int] = []
         self._outbox_mids: dict[int, int] = {}
+        """The outbox row of each push published and not yet acknowledged, by packet id."""
         # Outbox rows whose push the broker acknowledged, not yet deleted: kept through a
         # store outage so that they are deleted once it ends, and not sent again meanwhile.
         self._delivered: list[int] = []
@@ -145,7 +146,7 @@ class CollectorService:
                 receive_maximum=min(config.intake_limit, 65_535),
                 on_connect=self._connected,
                 on_disconnect=self._disconnected,
-                on_published=self._published.append,
+                on_published=self._acknowledged,
             )
             watchers = Watchers(
                 store=store,
@@ -218,6 +219,14 @@ class CollectorService:
         self._resend_wanted = True
         self._outbox_wake.set()
 
+    def _acknowledged(self, mid: int) -> None:
+        # Resolved at the PUBACK, while the packet id still names this push: once it is
+        # free, the next publish may take it (MQTT 3.1.1 §2.3.1), and an outbox row looked
+        # up later by that id would be another push, deleted before it was delivered.
+        outbox_id = self._outbox_mids.pop(mid, None)
+        if outbox_id is not None:
+            self._delivered.append(outbox_id)
+
     def _disconnected(self) -> None:
         if not self._stopping.is_set():
             log.warning("collector.broker_lost")
@@ -284,8 +293,14 @@ class CollectorService:
     async def _send_and_acknowledge(
         self, batch: Sequence[MqttMessage], outgoing: Sequence[Outgoing]
     ) -> None:
-        """After the commit: publish what was decided, then acknowledge the batch in order."""
-        await self._send(outgoing)
+        """After the commit: publish what was decided, then acknowledge the batch in order.
+
+        What could not be published (only in a shutdown) leaves the batch unacknowledged: the
+        broker delivers it again to the next session, whose duplicates are answered from the
+        stored decisions.
+        """
+        if not await self._send(outgoing):
+            return
         client = self._require_client()
         for received in batch:
             client.ack(received)
@@ -398,18 +413,14 @@ class CollectorService:
                     await self._outbox_wake.wait()
             self._outbox_wake.clear()
             resend, self._resend_wanted = self._resend_wanted, False
-            self._delivered += [
-                self._outbox_mids.pop(mid) for mid in self._published if mid in self._outbox_mids
-            ]
-            self._published.clear()
             try:
                 if resend:
                     await self._resend_outbox()
                     resend = False
-                if self._delivered:
+                if delivered := self._delivered[:]:
                     async with store.write() as tx:
-                        await forget_pushes(tx, self._delivered)
-                    self._delivered = []
+                        await forget_pushes(tx, delivered)
+                    del self._delivered[: len(delivered)]
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()
                     cutoff = self.now() - self.config.receipt_retention_days * 86_400
@@ -446,12 +457,28 @@ class CollectorService:
             tx, [(n.device_id, b) for n, b in zip(notices, sealed, strict=True)], now=now
         )
 
-    async def _send(self, outgoing: Sequence[Outgoing]) -> None:
+    async def _send(self, outgoing: Sequence[Outgoing]) -> bool:
+        """Publish ``outgoing`` in order; False when a shutdown left some of it unpublished.
+
+        In a shutdown the window is released (:meth:`stop`), so with the broker away the
+        publishes can use up all 65,535 packet ids (MQTT 3.1.1 §2.3.1). What is left is kept
+        (pushes in the outbox, answers with their decisions) and goes out after the restart:
+        that is no reason to end the service with an error.
+        """
         client = self._require_client()
-        for message in outgoing:
-            mid = await client.publish(self.topics.downlink(message.device_id), message.payload)
+        for sent, message in enumerate(outgoing):
+            try:
+                mid = await client.publish(self.topics.downlink(message.device_id), message.payload)
+            except MqttError as exc:
+                if not self._stopping.is_set():
+                    raise
+                log.warning(
+                    "collector.publish_abandoned", left=len(outgoing) - sent, error=str(exc)
+                )
+                return False
             if message.outbox_id is not None:
                 self._outbox_mids[mid] = message.outbox_id
+        return True
 
     def _require_client(self) -> NativeMqttClient:
         return _required(self._client, "MQTT client")

@@ -63,7 +63,8 @@ class Watchers:
     clock: Clock
     stopping: asyncio.Event
     queue: QueuePushes
-    send: Callable[[Sequence[Outgoing]], Awaitable[None]]
+    send: Callable[[Sequence[Outgoing]], Awaitable[bool]]
+    """Publish; False when a shutdown left some unpublished (they stay in the outbox)."""
     actor: str
     poll_interval: float
     terms_changed: asyncio.Event = field(default_factory=asyncio.Event)
