@@ -1,12 +1,11 @@
-"""Devices: registration, latest counts, moves and deregistration — and the pool counters.
+"""Devices: registration, latest counts and deregistration — and the pool counters.
 
 Theory of operation: a registered device has a latest count per license tag
 (``device_usage``), and each pool's in-use counter (``pool_usage``) is the sum of those counts
 over the VA's registered devices. Every function here that changes a device's counts, its VA or
 its state applies the matching deltas to the pool counters in the same transaction, so the sum
-is never recomputed and never wrong. Administrative moves and deregistrations then re-evaluate
-the pools they touched, record the ones that flipped, and append to the change feed so the
-running service pushes notices.
+is never recomputed and never wrong. What administrators do to devices (list, move,
+deregister) is in :mod:`smartlic.collector.device_admin`.
 
 The service's batch path is :func:`find_devices` → :func:`apply_reports` → (compliance) →
 :func:`reserve_notice_seqs`: a handful of round trips per batch, whatever its size.
@@ -21,39 +20,16 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 from smartlic.collector import audit
-from smartlic.collector.accounts import (
-    Account,
-    Policy,
-    find_account,
-    find_virtual_account,
-    refuse_consumption_in_holding_account,
-    virtual_accounts_of,
-)
+from smartlic.collector.accounts import Policy
 from smartlic.collector.audit import AuditEntry
-from smartlic.collector.changes import ChangeKind, PoolFlip, append_change
-from smartlic.collector.compliance import (
-    PoolKey,
-    apply_pool_deltas,
-    device_status,
-    load_pools,
-    reevaluate,
-)
-from smartlic.collector.errors import InvalidRequest, Refused
-from smartlic.collector.rbac import (
-    Actor,
-    Permission,
-    Scope,
-    authorize,
-    authorized_vas,
-    refuse_missing,
-    refuse_unseen,
-)
+from smartlic.collector.compliance import PoolKey, apply_pool_deltas, reevaluate
+from smartlic.collector.errors import Refused
+from smartlic.collector.rbac import Scope
 from smartlic.collector.tokens import redeem_token
 from smartlic.protocol import (
     Algorithm,
     ComplianceStatus,
     ErrorCode,
-    LocalProtocolError,
     RegistrationToken,
     Udi,
     VerifyingKey,
@@ -62,6 +38,7 @@ from smartlic.protocol import (
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
 
+    from smartlic.collector.changes import PoolFlip
     from smartlic.collector.store import Row, Transaction
 
 
@@ -187,6 +164,12 @@ async def find_devices(tx: Transaction, device_ids: Collection[str]) -> dict[str
     """The known devices among ``device_ids`` (two round trips per 500 ids)."""
     rows = await tx.fetch_in(f"{_SELECT} WHERE d.device_id IN ({{in}})", sorted(set(device_ids)))
     return {record.device_id: record for record in await _records(tx, rows)}
+
+
+async def devices_in(tx: Transaction, va_ids: Collection[int]) -> list[DeviceRecord]:
+    """Every device of the VAs ``va_ids``, registered or not, by device id."""
+    rows = await tx.fetch_in(f"{_SELECT} WHERE d.va_id IN ({{in}})", sorted(va_ids))
+    return sorted(await _records(tx, rows), key=lambda r: r.device_id)
 
 
 async def consumers(tx: Transaction, va_id: int, tags: Collection[str]) -> list[DeviceRecord]:
@@ -431,137 +414,3 @@ async def deregister(
         now=now,
     )
     return flips
-
-
-async def _device_account(tx: Transaction, actor: Actor, name: str) -> Account:
-    account = await find_account(tx, name, seen_by=actor)
-    refuse_consumption_in_holding_account(account, "devices")
-    return account
-
-
-async def find_account_device(
-    tx: Transaction, actor: Actor, account: Account, udi_text: str
-) -> DeviceRecord:
-    """A device of ``account`` named by its UDI (``PID:SERIAL``), if ``actor`` may see it."""
-    try:
-        udi = Udi.parse(udi_text)
-    except LocalProtocolError as exc:
-        raise InvalidRequest(exc.message) from None
-    device = (await find_devices(tx, [udi.device_id])).get(udi.device_id)
-    missing = f"{account.name} has no device {udi}"
-    if device is None or device.account_id != account.id:
-        refuse_missing(actor, Permission.DEVICE_READ, account.scope, missing)
-    refuse_unseen(actor, Permission.DEVICE_READ, account.scope, device.va_scope, missing)
-    return device
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceChange:
-    device: DeviceRecord
-    flips: tuple[PoolFlip, ...]
-
-
-async def deregister_device(
-    tx: Transaction, actor: Actor, *, account_name: str, udi: str, now: int
-) -> DeviceChange:
-    """An administrator deregisters a device: it stops counting; the service tells it."""
-    account = await _device_account(tx, actor, account_name)
-    device = await find_account_device(tx, actor, account, udi)
-    authorize(actor, Permission.DEVICE_MANAGE, device.va_scope)
-    flips = await deregister(tx, device, actor=actor.email, now=now)
-    await append_change(
-        tx,
-        ChangeKind.DEVICE_DEREGISTER,
-        now=now,
-        account_id=account.id,
-        va_ids=[device.va_id],
-        flips=flips,
-        devices=[device.device_id],
-    )
-    return DeviceChange(device=device, flips=tuple(flips))
-
-
-async def move_device(
-    tx: Transaction, actor: Actor, *, account_name: str, udi: str, to_va: str, now: int
-) -> DeviceChange:
-    """Move a registered device to another VA of its smart account; its counts move along."""
-    account = await _device_account(tx, actor, account_name)
-    device = await find_account_device(tx, actor, account, udi)
-    target = await find_virtual_account(tx, account, to_va)
-    authorize(actor, Permission.DEVICE_MANAGE, device.va_scope)
-    authorize(actor, Permission.DEVICE_MANAGE, target.scope)
-    if not device.registered:
-        raise Refused(f"{device.udi} is deregistered; only registered devices can be moved")
-    if target.id == device.va_id:
-        raise Refused(f"{device.udi} is already in {target.name}")
-    await tx.execute("UPDATE devices SET va_id = ? WHERE id = ?", (target.id, device.pk))
-    deltas: dict[PoolKey, int] = {}
-    for tag, count in device.counts.items():
-        deltas[device.va_id, tag] = -count
-        deltas[target.id, tag] = count
-    await apply_pool_deltas(tx, deltas)
-    flips = await reevaluate(tx, [device.va_id, target.id], actor=actor.email, now=now)
-    await audit.append(
-        tx,
-        [
-            AuditEntry(
-                actor=actor.email,
-                action="device.move",
-                subject=f"device {device.udi}",
-                account_id=account.id,
-                before={"va": device.va_name},
-                after={"va": target.name},
-            )
-        ],
-        now=now,
-    )
-    await append_change(
-        tx,
-        ChangeKind.DEVICE_MOVE,
-        now=now,
-        account_id=account.id,
-        va_ids=[device.va_id, target.id],
-        flips=flips,
-        devices=[device.device_id],
-    )
-    moved = (await find_devices(tx, [device.device_id]))[device.device_id]
-    return DeviceChange(device=moved, flips=tuple(flips))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceView:
-    device: DeviceRecord
-    status: ComplianceStatus | None
-    """None for a deregistered device: it is not part of any pool."""
-
-
-async def list_devices(
-    tx: Transaction, actor: Actor, *, account_name: str, va_name: str | None, now: int
-) -> list[DeviceView]:
-    """The account's devices (one VA's), with each registered device's compliance now."""
-    account = await _device_account(tx, actor, account_name)
-    if va_name is not None:
-        va = await find_virtual_account(tx, account, va_name)
-        authorize(actor, Permission.DEVICE_READ, va.scope)
-        visible = {va.id}
-    else:
-        vas = await virtual_accounts_of(tx, account)
-        visible = authorized_vas(
-            actor, Permission.DEVICE_READ, account.scope, [(v.id, v.name) for v in vas]
-        )
-    rows = await tx.fetch_in(
-        f"{_SELECT} WHERE d.va_id IN ({{in}})",
-        sorted(visible),
-    )
-    records = sorted(await _records(tx, rows), key=lambda r: r.device_id)
-    pools = await load_pools(tx, visible, now)
-    statuses: defaultdict[int, dict[str, ComplianceStatus]] = defaultdict(dict)
-    for (va_id, tag), pool in pools.items():
-        statuses[va_id][tag] = pool.status
-    return [
-        DeviceView(
-            device=r,
-            status=device_status(r.counts, statuses[r.va_id]) if r.registered else None,
-        )
-        for r in records
-    ]

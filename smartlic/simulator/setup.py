@@ -18,8 +18,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from smartlic.collector import devices as device_admin
-from smartlic.collector import licenses, orders, site, tokens, virtual_accounts
+from smartlic.collector import device_admin, licenses, orders, site, tokens, virtual_accounts
 from smartlic.collector.compliance import PoolUsage, usage
 from smartlic.collector.orders import OrderLine
 from smartlic.collector.signing_key import write_key_file

@@ -11,7 +11,7 @@ from smartlic.collector.accounts import (
     find_account,
     list_accounts,
 )
-from smartlic.collector.devices import deregister_device
+from smartlic.collector.device_admin import deregister_device
 from smartlic.collector.errors import InvalidRequest, NotFound, Refused
 from smartlic.collector.orders import OrderLine, deposit_order
 from smartlic.collector.users import list_users, load_actor

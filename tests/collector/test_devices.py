@@ -6,15 +6,13 @@ import random
 
 import pytest
 from smartlic.collector.changes import ChangeKind, changes_since
+from smartlic.collector.device_admin import deregister_device, list_devices, move_device
 from smartlic.collector.devices import (
     CountsUpdate,
     apply_reports,
     consumers,
-    deregister_device,
     find_devices,
     latest_counts,
-    list_devices,
-    move_device,
     register_device,
     reserve_notice_seqs,
     told_statuses,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from smartlic.collector.devices import deregister_device, move_device
+from smartlic.collector.device_admin import deregister_device, move_device
 from smartlic.collector.errors import Refused
 from smartlic.collector.orders import OrderLine, deposit_order, transfer_order
 from smartlic.collector.rbac import Role

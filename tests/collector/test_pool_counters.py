@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from smartlic.collector.devices import deregister_device, move_device
+from smartlic.collector.device_admin import deregister_device, move_device
 from smartlic.collector.store import open_store
 
 from .collector_support import NOW, Site, udi_of

@@ -19,7 +19,7 @@ from smartlic.collector import audit
 from smartlic.collector import site as site_ops
 from smartlic.collector.accounts import list_accounts
 from smartlic.collector.compliance import usage
-from smartlic.collector.devices import deregister_device, list_devices, move_device
+from smartlic.collector.device_admin import deregister_device, list_devices, move_device
 from smartlic.collector.errors import InvalidRequest, NotFound, PermissionDenied
 from smartlic.collector.licenses import provenance, transfer_licenses
 from smartlic.collector.orders import OrderLine, deposit_order, list_orders, transfer_order

@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from smartlic.collector import devices as device_domain
-from smartlic.collector import licenses, orders, site, tokens, virtual_accounts
+from smartlic.collector import device_admin, licenses, orders, site, tokens, virtual_accounts
 from smartlic.collector.orders import OrderLine
 from smartlic.collector.signing_key import write_key_file
 from smartlic.collector.store import open_store
@@ -181,14 +180,14 @@ class Site:
 
     async def deregister(self, udi: str) -> None:
         await self._as_operator(
-            lambda tx, actor: device_domain.deregister_device(
+            lambda tx, actor: device_admin.deregister_device(
                 tx, actor, account_name="ACME", udi=udi, now=now()
             )
         )
 
     async def move(self, udi: str, to_va: str) -> None:
         await self._as_operator(
-            lambda tx, actor: device_domain.move_device(
+            lambda tx, actor: device_admin.move_device(
                 tx, actor, account_name="ACME", udi=udi, to_va=to_va, now=now()
             )
         )

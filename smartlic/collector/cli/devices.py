@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from smartlic.collector import compliance, devices, tokens
+from smartlic.collector import compliance, device_admin, tokens
 from smartlic.collector.cli.framework import Command, Invocation
 from smartlic.collector.cli.output import Listing, Report
 from smartlic.collector.cli.values import format_time
@@ -94,7 +94,7 @@ def _device_list_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _device_list(run: Invocation) -> Listing:
-    views = await devices.list_devices(
+    views = await device_admin.list_devices(
         run.tx, run.actor, account_name=run.args.account, va_name=run.args.va, now=run.now
     )
     return Listing(
@@ -131,7 +131,7 @@ def _flip_note(flips: int) -> str:
 
 
 async def _device_move(run: Invocation) -> Report:
-    change = await devices.move_device(
+    change = await device_admin.move_device(
         run.tx,
         run.actor,
         account_name=run.args.account,
@@ -146,7 +146,7 @@ async def _device_move(run: Invocation) -> Report:
 
 
 async def _device_deregister(run: Invocation) -> Report:
-    change = await devices.deregister_device(
+    change = await device_admin.deregister_device(
         run.tx, run.actor, account_name=run.args.account, udi=run.args.udi, now=run.now
     )
     return Report(
