@@ -431,7 +431,10 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="sample which of the collector's threads are runnable during the drain",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.py_spy and shutil.which("py-spy") is None:
+        parser.error("--py-spy needs py-spy on PATH (.venv/bin/pip install py-spy)")
+    return args
 
 
 def main() -> int:
