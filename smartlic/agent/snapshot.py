@@ -11,6 +11,7 @@ so ``python -m cbor2.tool`` can show it to a person).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,7 +22,7 @@ import cbor2
 from smartlic.agent.errors import StateFileError
 from smartlic.agent.states import LicenseState
 from smartlic.agent.timekeeping import Deadline
-from smartlic.protocol import KeyType, ProtocolError, VerifyingKey
+from smartlic.protocol import KeyType, ProtocolError, Udi, VerifyingKey, fields
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -178,33 +179,74 @@ class _Reader:
         value = self.body[key]
         if value is None:
             return None
-        if kind is float and type(value) is int:
-            value = float(value)
+        if kind is float and type(value) in {int, float}:
+            try:
+                value = _time(value)
+            except (OverflowError, ValueError) as exc:
+                raise self.fail(key, f"is not a usable time ({exc})") from None
         if type(value) is not kind:
             raise self.fail(key, f"should be {kind.__name__}, is {type(value).__name__}")
         return value  # type was checked just above
 
+    def number(self, key: str, *, low: int = 0, high: int = fields.UINT64_MAX) -> int:
+        """A whole number in ``low..high``: what the agent's counters and the protocol allow."""
+        value = self.get(key, int)
+        if not low <= value <= high:
+            raise self.fail(key, f"is {value}, outside {low}..{high}")
+        return value
+
     def convert(self, key: str, fn: Callable[[Any], _T]) -> _T:
         try:
             return fn(self.body.get(key))
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        except (
+            TypeError,
+            ValueError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            OverflowError,
+            ProtocolError,
+        ) as exc:
             raise self.fail(key, f"is malformed ({exc})") from None
 
     def convert_opt(self, key: str, fn: Callable[[Any], _T]) -> _T | None:
         return None if self.body.get(key) is None else self.convert(key, fn)
 
 
+def _time(value: float) -> float:
+    """A stored time or duration, in seconds: within the protocol's times (0..2**40), as
+    every clock reading the agent saves is. Far beyond, a float's step outgrows the seconds
+    added to it, and a deadline computed from it would never come or always be due."""
+    if type(value) not in {int, float}:
+        raise TypeError(f"a time is a number, not {type(value).__name__}")
+    if not 0 <= value <= fields.TIME_MAX:
+        raise ValueError(f"a time is 0..{fields.TIME_MAX} s, not {value}")
+    return float(value)
+
+
 def _deadline_in(value: Any) -> Deadline:  # noqa: ANN401 -- decoded CBOR, checked here
     wall, elapsed = value
-    return Deadline(wall=float(wall), elapsed=float(elapsed))
+    return Deadline(wall=_time(wall), elapsed=_time(elapsed))
 
 
 def _counts_in(value: Any) -> dict[str, int]:  # noqa: ANN401 -- decoded CBOR, checked here
-    if not isinstance(value, dict) or not all(
-        type(k) is str and type(v) is int for k, v in value.items()
-    ):
-        raise ValueError("not a map of tag to count")
-    return dict(value)
+    if not isinstance(value, dict):
+        raise TypeError("not a map of license tag to count")
+    return {
+        fields.license_tag(tag): fields.uint(f"the count of {tag}", count, high=fields.COUNT_MAX)
+        for tag, count in value.items()
+    }
+
+
+def _udi_in(value: Any) -> str:  # noqa: ANN401 -- decoded CBOR, checked here
+    if type(value) is not str:
+        raise TypeError(f"a UDI is text, not {type(value).__name__}")
+    Udi.parse(value)
+    return value
+
+
+def _interval_in(value: Any) -> int:  # noqa: ANN401 -- decoded CBOR, checked here
+    return fields.uint("a report interval", value, low=1, high=fields.PERIOD_MAX)
 
 
 def _pending_in(value: Any) -> PendingRequest:  # noqa: ANN401 -- decoded CBOR, checked here
@@ -228,14 +270,23 @@ def _pending_in(value: Any) -> PendingRequest:  # noqa: ANN401 -- decoded CBOR, 
 
 
 def _tags_in(value: Any) -> dict[str, StoredTag]:  # noqa: ANN401 -- decoded CBOR, checked here
-    return {str(t): StoredTag(in_use=int(u), entitled=int(e)) for t, (u, e) in value.items()}
+    return {
+        fields.license_tag(t): StoredTag(in_use=fields.uint(t, u), entitled=fields.uint(t, e))
+        for t, (u, e) in value.items()
+    }
 
 
 def _outbox_in(value: Any) -> tuple[StoredReport, ...]:  # noqa: ANN401 -- decoded CBOR, checked here
-    reports = tuple(StoredReport(seq=s, created_at=float(c), payload=p) for s, c, p in value)
-    for report in reports:
-        if type(report.seq) is not int or type(report.payload) is not bytes:
-            raise ValueError("a report is [seq, created_at, payload bytes]")
+    reports = tuple(
+        StoredReport(
+            seq=fields.uint("a report's seq", s, low=1, high=fields.SEQ_MAX),
+            created_at=_time(c),
+            payload=p,
+        )
+        for s, c, p in value
+    )
+    if any(type(report.payload) is not bytes for report in reports):
+        raise TypeError("a report is [seq, created_at, payload bytes]")
     return reports
 
 
@@ -261,21 +312,21 @@ def decode_snapshot(data: bytes, *, where: str = "state") -> Snapshot:
             f"{where} has format version {decoded['version']}; this agent reads {FORMAT_VERSION}"
         )
     return Snapshot(
-        udi=r.get("udi", str),
+        udi=r.convert("udi", _udi_in),
         key_fingerprint=r.get("key_fingerprint", bytes),
         state=r.convert("state", LicenseState),
         clean=r.get("clean", bool),
         use_elapsed=r.get("use_elapsed", float),
         evaluation_used=r.get("evaluation_used", float),
-        next_seq=r.get("next_seq", int),
-        seq_jumps=r.get("seq_jumps", int),
-        last_notice_seq=r.get("last_notice_seq", int),
-        last_nonce=r.opt("last_nonce", bytes),
+        next_seq=r.number("next_seq", low=1, high=fields.SEQ_MAX),
+        seq_jumps=r.number("seq_jumps"),
+        last_notice_seq=r.number("last_notice_seq"),
+        last_nonce=r.convert_opt("last_nonce", functools.partial(fields.identifier, "a nonce")),
         collector_key=r.opt("collector_key", bytes),
         collector_key_type=r.opt("collector_key_type", str),
         smart_account=r.opt("smart_account", str),
         virtual_account=r.opt("virtual_account", str),
-        report_interval=r.opt("report_interval", int),
+        report_interval=r.convert_opt("report_interval", _interval_in),
         registered_at=r.opt("registered_at", float),
         pending=r.convert_opt("pending", _pending_in),
         authorization=r.convert_opt("authorization", _deadline_in),

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 T0 = 1_750_000_000.0
 UDI = Udi.parse("ISR4331/K9:FOC1234X")
 DEVICE_SEED = bytes(range(100, 132))
+MAX_ACTIONS_PER_RUN = 10_000
 
 
 def device_key(seed: bytes = DEVICE_SEED) -> SigningKey:
@@ -68,6 +69,8 @@ class Harness:
         while queue:
             action = queue.pop(0)
             done.append(action)
+            # A core and a script that answer each other for ever would hang the test.
+            assert len(done) <= MAX_ACTIONS_PER_RUN, "the core and the script never settle"
             if isinstance(action, Persist):
                 self.storage.save(action.snapshot)
             elif isinstance(action, Publish):

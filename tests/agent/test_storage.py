@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import stat
 from typing import TYPE_CHECKING
 
+import cbor2
 import pytest
-from agent_support import T0, UDI, Harness, device_key, entropy, new_core
-from hypothesis import given
+from agent_support import T0, UDI, Harness, device_key, entropy, new_core, restore
+from hypothesis import example, given
 from hypothesis import strategies as st
 from smartlic.agent.core import AgentCore
-from smartlic.agent.errors import ConfigError, StateFileError
+from smartlic.agent.errors import AgentError, ConfigError, StateFileError
 from smartlic.agent.snapshot import (
+    MAGIC,
     PendingRequest,
     RequestKind,
     Snapshot,
@@ -257,3 +261,65 @@ def test_without_hard_links_the_previous_copy_is_a_copy(
     storage.save(first)
     storage.save(first)
     assert first == decode_snapshot((tmp_path / "state.cbor.prev").read_bytes())
+
+
+def _intact(body: dict[str, object]) -> bytes:
+    """A file whose magic and checksum are right, whatever its fields say."""
+    encoded = cbor2.dumps(body)
+    return MAGIC + hashlib.sha256(encoded).digest() + encoded
+
+
+cbor_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([2**1024, -(2**64) - 1])
+    | st.floats()
+    | st.text(max_size=4)
+    | st.binary(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+
+
+REGISTERED_BODY = cbor2.loads(encode_snapshot(registered_snapshot())[len(MAGIC) + 32 :])
+field_changes = st.dictionaries(
+    st.sampled_from(sorted(REGISTERED_BODY)), cbor_values, min_size=1, max_size=3
+)
+
+
+@given(changes=field_changes)
+@example(changes={"authorization": [2**1024, 0]})
+@example(changes={"use_elapsed": float("nan")})
+def test_an_intact_file_with_any_field_values_loads_or_is_refused_as_a_state_file_error(
+    changes: dict[str, object],
+) -> None:
+    """A file that passes the checksum but was written wrongly (another version, a bug) is
+    refused with the field it trips on, so that the previous copy can be tried; no other
+    exception leaves the decoder."""
+    with contextlib.suppress(StateFileError):
+        decode_snapshot(_intact({**REGISTERED_BODY, **changes}))
+
+
+@given(changes=field_changes)
+@example(changes={"use_elapsed": 2.0**65})
+@example(changes={"last_nonce": b""})
+@example(changes={"reported": {"": 0}})
+def test_what_an_intact_file_loads_runs_a_core_or_is_refused_with_the_agents_own_error(
+    changes: dict[str, object],
+) -> None:
+    """Whatever loads, the core restored from it starts, counts, reports and waits without
+    an exception, or refuses at once with an :class:`AgentError` that says what to do (a
+    state of another key, an unusable collector key). A use time of 2**65 s once made the
+    core and the collector answer each other for ever: a float's step there is 8192 s."""
+    try:
+        core = restore(decode_snapshot(_intact({**REGISTERED_BODY, **changes})))
+    except AgentError:
+        return
+    harness = Harness(core)
+    harness.start(T0 + 10)
+    harness.usage({"network-advantage": 4}, T0 + 20)
+    harness.tick(T0 + 5_000)
+    harness.tick(T0 + 100_000)
