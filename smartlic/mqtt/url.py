@@ -62,11 +62,18 @@ def parse_broker_url(
     password: str | None = None,
 ) -> BrokerAddress:
     """Read a broker URL; explicit ``username``/``password`` override those in the URL."""
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    try:
+        # urlsplit checks a bracketed host ("[::1]") and raises ValueError when it is not one.
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        hostname = parts.hostname
+    except ValueError as exc:
+        raise BrokerUrlError(f"broker URL {url!r}: {exc}") from None
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
         raise BrokerUrlError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
-    if not parts.hostname:
+    if not hostname:
         raise BrokerUrlError(f"broker URL {url!r} has no host")
+    if not hostname.isprintable() or any(c.isspace() for c in hostname):
+        raise BrokerUrlError(f"broker URL {url!r}: the host cannot hold spaces or control codes")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise BrokerUrlError(f"broker URL {url!r}: only scheme, user, host and port are allowed")
     secure = parts.scheme in ("mqtts", "ssl") or tls is not None
@@ -75,7 +82,7 @@ def parse_broker_url(
     except ValueError as exc:
         raise BrokerUrlError(f"broker URL {url!r}: {exc}") from None
     return BrokerAddress(
-        host=parts.hostname,
+        host=hostname,
         port=port,
         username=username if username is not None else _unquoted(parts.username),
         password=password if password is not None else _unquoted(parts.password),

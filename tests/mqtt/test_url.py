@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from smartlic.mqtt.url import BrokerAddress, BrokerUrlError, TlsSettings, parse_broker_url
 
 
@@ -70,11 +73,22 @@ def test_the_password_is_never_shown() -> None:
         ("mqtt://broker?x=1", "only scheme, user, host and port are allowed"),
         ("mqtt://broker:99999", "out of range"),
         ("mqtt://broker:port", "mqtt://broker:port"),
+        ("mqtt://[::1", "Invalid IPv6 URL"),
+        ("mqtt://[broker]:1883", "does not appear to be an IPv4 or IPv6 address"),
+        ("mqtt://bro ker:1883", "cannot hold spaces"),
     ],
 )
 def test_an_unusable_url_is_refused_saying_why(url: str, message: str) -> None:
     with pytest.raises(BrokerUrlError, match=message):
         parse_broker_url(url)
+
+
+@given(st.text(max_size=40) | st.text(alphabet="mqtsl:/@[]%.:0123456789abf ", max_size=30))
+def test_any_text_is_a_broker_address_or_refused_saying_why(url: str) -> None:
+    """A flag or a config file may hold anything; what is not a broker is a BrokerUrlError."""
+    with contextlib.suppress(BrokerUrlError):
+        address = parse_broker_url(url)
+        assert 0 < address.port <= 65_535
 
 
 def test_a_client_certificate_needs_its_key() -> None:
