@@ -7,6 +7,7 @@ are accepted in the file too. An unknown key is an error, so a typo cannot be si
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -153,10 +154,15 @@ def _coerce(key: str, value: Any) -> Any:  # noqa: ANN401 -- TOML and argparse v
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ConfigError(f"{key} must be a number")
+        if kind is int and isinstance(value, float):
+            raise ConfigError(f"{key} must be a whole number, not {value!r}")
         try:
-            return kind(value)
+            number = kind(value)
         except ValueError:
             raise ConfigError(f"{key} must be a number, not {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, not {value!r}")
+        return number
     if key == "mqtt_version" and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):

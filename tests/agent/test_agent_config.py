@@ -6,10 +6,14 @@ it takes, and none of them is a traceback.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from smartlic.agent.config import AgentConfig, build_config, read_config_file
 from smartlic.agent.errors import ConfigError
 
@@ -26,6 +30,10 @@ from smartlic.agent.errors import ConfigError
         ({"keepalive": 65_536}, "keepalive must be 5..65535 seconds"),
         ({"keepalive": "often"}, "keepalive must be a number, not 'often'"),
         ({"keepalive": True}, "keepalive must be a number"),
+        ({"keepalive": 60.5}, "keepalive must be a whole number"),
+        ({"keepalive": float("inf")}, "keepalive must be a whole number"),
+        ({"usage_interval": float("nan")}, "usage_interval must be a finite number"),
+        ({"reconnect_max": "inf"}, "reconnect_max must be a finite number"),
         ({"hook_timeout": [1]}, "hook_timeout must be a number"),
         ({"state_dir": 7}, "state_dir must be a path"),
         ({"broker": 1883}, "broker must be text"),
@@ -103,3 +111,43 @@ def test_a_client_certificate_without_its_key_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="needs both cert_file and key_file"):
         config.broker_address()
+
+
+toml_values = st.recursive(
+    st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | st.datetimes()
+    | st.sampled_from(["nan", "-inf", "1e400", "3.1.1", "mqtt://[::1", "p256", "debug"]),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=4,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([f.name for f in dataclasses.fields(AgentConfig)]),
+        toml_values,
+        min_size=1,
+        max_size=3,
+    )
+)
+@example({"keepalive": float("inf")})
+@example({"broker": "mqtt://[::1"})
+def test_any_values_make_a_usable_config_or_are_refused_naming_the_setting(
+    settings: dict[str, Any],
+) -> None:
+    """What a config file or a flag holds is checked before anything runs: a config that
+    builds has finite numbers and a broker address that parses."""
+    try:
+        config = build_config(settings, {})
+        if config.broker is not None:
+            config.broker_address()
+    except ConfigError:
+        return
+    numbers = [getattr(config, name) for name in settings if name in _NUMBERS]
+    assert all(math.isfinite(n) and n > 0 for n in numbers)
+
+
+_NUMBERS = {f.name for f in dataclasses.fields(AgentConfig) if f.type in ("int", "float")}

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from smartlic.collector.service.config import ConfigError, ServiceConfig, load_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -69,3 +73,43 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_the_key_defaults_to_the_database_path_plus_key() -> None:
     assert Path("/srv/c.db.key") == ServiceConfig(db=Path("/srv/c.db")).key_path
+
+
+setting_values = st.recursive(
+    st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | st.datetimes()
+    | st.sampled_from(["nan", "inf", "1e400", "2.5", "3.1.1", "mqtt://[::1", "json"]),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=4,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([f.name for f in dataclasses.fields(ServiceConfig)]),
+        setting_values,
+        min_size=1,
+        max_size=3,
+    )
+)
+@example({"crypto_workers": float("inf")})
+@example({"time_scale": "nan"})
+@example({"batch_size": 2.5})
+@example({"broker": ["inf"]})
+def test_any_values_make_a_usable_config_or_are_refused_naming_the_setting(
+    settings: dict[str, Any],
+) -> None:
+    """A setting of the wrong TOML type (a list, a date, 2.5 for a count) or a number that
+    is not finite is refused, not turned into something nobody wrote, and no other exception
+    escapes; what loads has finite numbers and a broker address that parses."""
+    try:
+        config = load_config(None, env={}, overrides=settings)
+        config.broker_address()
+    except ConfigError:
+        return
+    for name in settings:
+        value = getattr(config, name)
+        assert not isinstance(value, float) or math.isfinite(value), name

@@ -8,6 +8,7 @@ environment variable (``SMARTLIC_`` + upper case) and the flag (``--`` + dashes)
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class ServiceConfig:
                     ca_file=self.tls_ca, cert_file=self.tls_cert, key_file=self.tls_key
                 )
             except BrokerUrlError as exc:
-                raise ConfigError(str(exc)) from None
+                raise ConfigError(f"settings tls_ca, tls_cert, tls_key: {exc}") from None
         try:
             return parse_broker_url(
                 self.broker, tls=tls, username=self.username, password=self.password
@@ -141,23 +142,7 @@ def _from_toml(file: Path) -> dict[str, Any]:
 def _convert(name: str, value: Any) -> Any:  # noqa: ANN401 -- values come from TOML, env or flags
     if name not in _FIELDS:
         raise ConfigError(f"unknown setting {name!r}")
-    default = _FIELDS[name].default
-    kind = str(_FIELDS[name].type)
-    try:
-        if "Path" in kind:
-            converted: Any = Path(str(value)).expanduser()
-        elif isinstance(default, bool):
-            converted = (
-                value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-            )
-        elif isinstance(default, int):
-            converted = int(value)
-        elif isinstance(default, float):
-            converted = float(value)
-        else:
-            converted = str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}") from None
+    converted = _typed(name, value)
     if name in _CHOICES and converted not in _CHOICES[name]:
         raise ConfigError(f"setting {name}: {value!r} is not one of {', '.join(_CHOICES[name])}")
     if name in _POSITIVE and converted <= 0:
@@ -165,3 +150,50 @@ def _convert(name: str, value: Any) -> Any:  # noqa: ANN401 -- values come from 
     if name in ("clock_skew", "crypto_workers") and converted < 0:
         raise ConfigError(f"setting {name} cannot be negative")
     return converted
+
+
+def _typed(name: str, value: Any) -> Any:  # noqa: ANN401 -- values come from TOML, env or flags
+    """``value`` as the setting's type. The environment and flags give text, TOML its own
+    types: a TOML value of another type (a list, a date, ``true`` for a number) is refused
+    rather than turned into something nobody wrote."""
+    default = _FIELDS[name].default
+    kind = str(_FIELDS[name].type)
+    if "Path" in kind:
+        if not isinstance(value, str | os.PathLike):
+            raise ConfigError(f"setting {name}: {value!r} is not a path")
+        return Path(value).expanduser()
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}")
+    if isinstance(default, int):
+        return _whole(name, value)
+    if isinstance(default, float):
+        return _finite(name, value)
+    if isinstance(value, float):
+        raise ConfigError(f"setting {name}: {value!r} is not text")
+    return str(value)
+
+
+def _whole(name: str, value: str | float) -> int:
+    whole = None if isinstance(value, float) else _int_or_none(value)
+    if whole is None:
+        raise ConfigError(f"setting {name}: {value!r} is not a whole number")
+    return whole
+
+
+def _int_or_none(value: str | int) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _finite(name: str, value: str | float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"setting {name}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"setting {name}: {value!r} is not a finite number")
+    return number
