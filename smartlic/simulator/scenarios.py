@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import tomllib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -108,6 +109,7 @@ class Parameters:
     hostile_kinds: tuple[str, ...] = HOSTILE_KINDS
 
     def __post_init__(self) -> None:
+        self._refuse_negative_and_infinite_numbers()
         positive = ("devices", "rate", "time_scale", "retry_after", "reconnect_max", "keepalive")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -126,6 +128,14 @@ class Parameters:
         unknown = set(self.hostile_kinds) - set(HOSTILE_KINDS)
         if unknown:
             raise ScenarioError(f"unknown hostile kinds {sorted(unknown)}; known: {HOSTILE_KINDS}")
+
+    def _refuse_negative_and_infinite_numbers(self) -> None:
+        # Counts and seconds: a negative one, inf or nan would make a story wait for nothing
+        # or for ever. Only the seed may be any integer.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", "float") and f.name != "seed" and not 0 <= value < math.inf:
+                raise ScenarioError(f"{f.name} must be a finite number, at least 0, not {value}")
 
     def replace(self, values: Mapping[str, object]) -> Parameters:
         """A copy with ``values`` (text from the command line, or TOML values) converted."""

@@ -114,3 +114,9 @@ def test_an_unknown_hostile_kind_is_refused() -> None:
 def test_a_share_above_one_is_refused() -> None:
     with pytest.raises(ScenarioError, match="hostile_share"):
         Parameters().replace({"hostile_share": 1.5})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_number_that_is_negative_or_not_finite_is_refused_with_its_name(value: str) -> None:
+    with pytest.raises(ScenarioError, match="drain must be a finite number, at least 0"):
+        Parameters().replace({"drain": value})
