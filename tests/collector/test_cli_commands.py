@@ -188,6 +188,25 @@ def test_order_date_as_a_time_without_zone_is_utc(cli: Cli) -> None:
 
 
 @pytest.mark.usefixtures("cli")
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--date", "99999999999999999999"),
+        ("--date", "1969-12-31"),
+        ("--line", "network-advantage=3@2026-01-01..99999999999999999999"),
+    ],
+)
+def test_a_time_beyond_what_the_store_holds_is_bad_usage_not_an_internal_error(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["order", "deposit", "PO-9", "--account", "ACME", "--line", "network-advantage=1"]
+
+    status = main(["--as", OPERATOR, *argv, option, value])
+
+    assert (2, True) == (status, "before 1970 or too far ahead" in capsys.readouterr().err)
+
+
+@pytest.mark.usefixtures("cli")
 def test_order_va_with_a_holding_account_is_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["order", "deposit", "PO-8", "--holding", "PartnerCo", "--va", "X", "--line", "t=1"]
 

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Final
 
 from smartlic.collector.orders import OrderLine
+from smartlic.protocol.fields import TIME_MAX
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _DURATION_RE: Final = re.compile(r"(\d{1,9})([smhdw])")
@@ -21,9 +22,16 @@ _LINE_RE: Final = re.compile(r"([^=@\s]+)=(\d{1,12})(?:@(\S+)\.\.(\S+))?")
 
 
 def parse_time(text: str) -> int:
-    """Seconds since the epoch from a date, an ISO 8601 time, or a plain number of seconds."""
-    text = text.strip()
-    if text.isdigit():
+    """Seconds since the epoch from a date, an ISO 8601 time, or a plain number of seconds,
+    within the protocol's times (1970 to 2**40 s, about the year 36812)."""
+    seconds = _seconds(text.strip())
+    if not 0 <= seconds <= TIME_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is before 1970 or too far ahead")
+    return seconds
+
+
+def _seconds(text: str) -> int:
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         if len(text) == len("2026-01-01"):
