@@ -115,3 +115,37 @@ async def test_a_push_left_in_the_outbox_goes_out_at_start_up_through_a_store_ou
 
     assert 1 == pushed.tags[TAG].shortfall
     assert 2 == len([e for e in logs if e["event"] == "collector.store_failed"])
+
+
+async def test_an_outbox_of_more_than_a_page_goes_out_whole_at_start_up(
+    collector_site: Site,
+    mosquitto: MosquittoBroker,
+    make_device: MakeDevice,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pages of two rows here (10,000 in the service): a crash during a deposit to 50,000
+    devices leaves more than a page, and what is beyond the first must not wait for the next
+    reconnect."""
+    await collector_site.deposit("PO-1", quantity=1)
+    device = await make_device()
+    async with running_service(collector_site, mosquitto):
+        await device.register(await collector_site.token())
+        assert isinstance(await device.report({TAG: 2}), OutOfComplianceNotice)
+    for _ in range(5):
+        await _left_in_the_outbox(collector_site, device.device_id)
+
+    async def paged(tx: Any, *, after: int = 0, limit: int = 2) -> Any:
+        return await unsent_pushes(tx, after=after, limit=min(limit, 2))
+
+    monkeypatch.setattr(service_module, "RESEND_PAGE", 2)
+    monkeypatch.setattr(service_module, "unsent_pushes", paged)
+
+    async with running_service(collector_site, mosquitto):
+        for _ in range(5):
+            await device.expect(
+                lambda m: isinstance(m, OutOfComplianceNotice) and m.in_reply_to is None,
+                timeout=5.0,
+            )
+        async with asyncio.timeout(5):
+            while await _outbox_rows(collector_site):
+                await asyncio.sleep(0.1)

@@ -44,10 +44,12 @@ async def queue_pushes(
     return queued
 
 
-async def unsent_pushes(tx: Transaction, *, limit: int = 10_000) -> list[Outgoing]:
-    """What an earlier run committed to push but may not have sent, oldest first."""
+async def unsent_pushes(tx: Transaction, *, after: int = 0, limit: int = 10_000) -> list[Outgoing]:
+    """What was committed to push and may not have been sent, oldest first, from the row
+    after ``after`` on (a page of ``limit``)."""
     rows = await tx.fetch_all(
-        "SELECT id, device_id, payload FROM notice_outbox ORDER BY id LIMIT ?", (limit,)
+        "SELECT id, device_id, payload FROM notice_outbox WHERE id > ? ORDER BY id LIMIT ?",
+        (after, limit),
     )
     return [
         Outgoing(device_id=str(r["device_id"]), payload=bytes(r["payload"]), outbox_id=int(r["id"]))
