@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from smartlic.agent.config import AgentConfig, build_config, read_config_file
 from smartlic.agent.errors import ConfigError
 
+from setting_values import setting_values
+
 
 @pytest.mark.parametrize(
     ("settings", "message"),
@@ -113,22 +115,10 @@ def test_a_client_certificate_without_its_key_is_refused() -> None:
         config.broker_address()
 
 
-toml_values = st.recursive(
-    st.booleans()
-    | st.integers()
-    | st.floats()
-    | st.text(max_size=8)
-    | st.datetimes()
-    | st.sampled_from(["nan", "-inf", "1e400", "3.1.1", "mqtt://[::1", "p256", "debug"]),
-    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner),
-    max_leaves=4,
-)
-
-
 @given(
     st.dictionaries(
         st.sampled_from([f.name for f in dataclasses.fields(AgentConfig)]),
-        toml_values,
+        setting_values,
         min_size=1,
         max_size=3,
     )

@@ -13,6 +13,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from smartlic.collector.service.config import ConfigError, ServiceConfig, load_config
 
+from setting_values import setting_values
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "collector.md"
 
@@ -73,18 +75,6 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_the_key_defaults_to_the_database_path_plus_key() -> None:
     assert Path("/srv/c.db.key") == ServiceConfig(db=Path("/srv/c.db")).key_path
-
-
-setting_values = st.recursive(
-    st.booleans()
-    | st.integers()
-    | st.floats()
-    | st.text(max_size=8)
-    | st.datetimes()
-    | st.sampled_from(["nan", "inf", "1e400", "2.5", "3.1.1", "mqtt://[::1", "json"]),
-    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner),
-    max_leaves=4,
-)
 
 
 @given(
