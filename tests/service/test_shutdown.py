@@ -25,9 +25,11 @@ from structlog.testing import capture_logs
 from .conftest import running_service
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from smartlic.mqtt.broker import MosquittoBroker
 
-    from .support import MakeDevice, Site
+    from .support import Device, MakeDevice, Site
 
 pytestmark = pytest.mark.timeout(60)
 TAG = "network-advantage"
@@ -80,24 +82,10 @@ async def test_a_service_stopped_while_the_broker_is_away_with_pushes_waiting_st
     """With a window of two, a deposit that pushes to three devices while the broker is away
     leaves the third push waiting for room."""
     _window_of_two(monkeypatch)
-    await collector_site.deposit("PO-1", quantity=1)
-    token = await collector_site.token()
+    devices = [await make_device() for _ in range(3)]
+
     with capture_logs() as logs:
-        async with running_service(collector_site, mosquitto) as service:
-            for _ in range(3):
-                device = await make_device()
-                await device.register(token)
-                await device.report({TAG: 1})
-            mosquitto.stop()
-            await collector_site.deposit("PO-2", quantity=5)
-            async with asyncio.timeout(5):
-                while service._require_client().pending < 2:
-                    await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
-            service.stop()
-            stopping = time.monotonic()
-        stopped_in = time.monotonic() - stopping
-    mosquitto.start()
+        stopped_in = await _stopped_with_pushes_waiting(collector_site, mosquitto, devices)
 
     assert stopped_in < STOP_DEADLINE
     assert [] == [e for e in logs if e["log_level"] in {"error", "critical"}]
@@ -114,30 +102,40 @@ async def test_a_service_stopped_with_more_to_publish_than_packet_ids_stops_with
     packet ids are reused at once, so a PUBACK must name its push when it arrives."""
     _window_of_two(monkeypatch)
     monkeypatch.setattr(outgoing, "MAX_PACKET_ID", 3)
-    await collector_site.deposit("PO-1", quantity=1)
-    token = await collector_site.token()
+    devices = [await make_device() for _ in range(4)]
+
     with capture_logs() as logs:
-        async with running_service(collector_site, mosquitto) as service:
-            devices = [await make_device() for _ in range(4)]
-            for device in devices:
-                await device.register(token)
-                await device.report({TAG: 1})
-            mosquitto.stop()
-            await collector_site.deposit("PO-2", quantity=5)
-            async with asyncio.timeout(5):
-                while service._require_client().pending < 2:
-                    await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
-            service.stop()
-            stopping = time.monotonic()
-        stopped_in = time.monotonic() - stopping
-    mosquitto.start()
+        stopped_in = await _stopped_with_pushes_waiting(collector_site, mosquitto, devices)
 
     assert stopped_in < STOP_DEADLINE
     assert [1] == [e["left"] for e in logs if e["event"] == "collector.publish_abandoned"]
     assert [] == [e for e in logs if e["log_level"] in {"error", "critical"}]
     outbox = await collector_site.query("SELECT device_id FROM notice_outbox")
     assert sorted(d.device_id for d in devices) == sorted(r["device_id"] for r in outbox)
+
+
+async def _stopped_with_pushes_waiting(
+    site: Site, mosquitto: MosquittoBroker, devices: Sequence[Device]
+) -> float:
+    """Seconds a service takes to stop when the broker went away just before a deposit that
+    pushes to every one of ``devices`` (all short of one license until then)."""
+    await site.deposit("PO-1", quantity=1)
+    token = await site.token()
+    async with running_service(site, mosquitto) as service:
+        for device in devices:
+            await device.register(token)
+            await device.report({TAG: 1})
+        mosquitto.stop()
+        await site.deposit("PO-2", quantity=5)
+        async with asyncio.timeout(5):
+            while service._require_client().pending < 2:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        service.stop()
+        stopping = time.monotonic()
+    stopped_in = time.monotonic() - stopping
+    mosquitto.start()
+    return stopped_in
 
 
 def _window_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
