@@ -23,6 +23,8 @@ from .support import Device, Site, now
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from smartlic.collector.service.service import CollectorService
+
     from .support import MakeDevice
 
 pytestmark = [pytest.mark.usefixtures("service"), pytest.mark.timeout(60)]
@@ -163,3 +165,38 @@ async def test_terms_whose_handling_fails_are_skipped_and_the_service_goes_on(
     assert now() >= ends
     assert isinstance(answer, OutOfComplianceNotice)
     assert 0 == answer.tags[TAG].entitled
+
+
+async def test_a_push_that_fails_to_publish_waits_in_the_outbox_and_no_change_is_blamed(
+    collector_site: Site,
+    make_device: MakeDevice,
+    service: CollectorService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The change was handled and committed; only the publishing broke. Blamed on the change,
+    the failure would send the feed one change at a time and could skip the next one."""
+    device = await _short_device(collector_site, make_device)
+    client = service._require_client()
+    publish = client.publish
+    failures: list[str] = []
+
+    async def failing_once(topic: str, payload: bytes, qos: int = 1) -> int:
+        if not failures:
+            failures.append(topic)
+            message = "the client broke"
+            raise RuntimeError(message)
+        return await publish(topic, payload, qos)
+
+    monkeypatch.setattr(client, "publish", failing_once)
+
+    with capture_logs() as logs:
+        await collector_site.deposit("PO-2", quantity=5)
+        async with asyncio.timeout(PUSH_DEADLINE):
+            while not any(e["event"] == "collector.publish_failed" for e in logs):
+                await asyncio.sleep(0.05)
+    outbox = await collector_site.query("SELECT device_id FROM notice_outbox")
+
+    assert [device.device_id] == [r["device_id"] for r in outbox]
+    assert [] == [
+        e for e in logs if e["event"] in {"collector.changes_failed", "collector.change_skipped"}
+    ]

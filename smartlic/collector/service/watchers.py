@@ -116,8 +116,17 @@ class Watchers:
             await set_service_mark(tx, CHANGES_MARK, new_mark)
         log.info("collector.changes", up_to=new_mark, pushes=len(outgoing))
         self.terms_changed.set()
-        await self.send(outgoing)
+        await self._publish(outgoing)
         return new_mark > mark
+
+    async def _publish(self, outgoing: Sequence[Outgoing]) -> None:
+        """Publish what a committed transaction queued. A failure here is not the change's
+        (nor the terms'): judged as theirs, it would skip the next change, which was never
+        tried. The pushes wait in the outbox for the next connection or start."""
+        try:
+            await self.send(outgoing)
+        except Exception:
+            log.exception("collector.publish_failed", pushes=len(outgoing))
 
     async def _skip_change(self, fault: Exception) -> None:
         async with self.store.write() as tx:
@@ -159,7 +168,7 @@ class Watchers:
             outgoing = await self.queue(tx, requests, [], now)
             await set_service_mark(tx, EXPIRY_MARK, now)
         log.info("collector.license_terms", until=now, pushes=len(outgoing))
-        await self.send(outgoing)
+        await self._publish(outgoing)
 
     async def _skip_terms(self, fault: Exception) -> None:
         """Give up on the terms up to now; the next look is a recheck interval away, so a
