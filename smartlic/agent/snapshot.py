@@ -182,7 +182,7 @@ class _Reader:
         if kind is float and type(value) in {int, float}:
             try:
                 value = _time(value)
-            except (OverflowError, ValueError) as exc:
+            except ValueError as exc:
                 raise self.fail(key, f"is not a usable time ({exc})") from None
         if type(value) is not kind:
             raise self.fail(key, f"should be {kind.__name__}, is {type(value).__name__}")
@@ -271,7 +271,9 @@ def _pending_in(value: Any) -> PendingRequest:  # noqa: ANN401 -- decoded CBOR, 
 
 def _tags_in(value: Any) -> dict[str, StoredTag]:  # noqa: ANN401 -- decoded CBOR, checked here
     return {
-        fields.license_tag(t): StoredTag(in_use=fields.uint(t, u), entitled=fields.uint(t, e))
+        fields.license_tag(t): StoredTag(
+            in_use=fields.uint(f"in use of {t}", u), entitled=fields.uint(f"entitled to {t}", e)
+        )
         for t, (u, e) in value.items()
     }
 
