@@ -135,7 +135,8 @@ async def test_an_outbox_of_more_than_a_page_goes_out_whole_at_start_up(
         await _left_in_the_outbox(collector_site, device.device_id)
 
     async def paged(tx: Any, *, after: int = 0, limit: int = 2) -> Any:
-        return await unsent_pushes(tx, after=after, limit=min(limit, 2))
+        continued = {"after": after} if after else {}
+        return await unsent_pushes(tx, limit=min(limit, 2), **continued)
 
     monkeypatch.setattr(service_module, "RESEND_PAGE", 2)
     monkeypatch.setattr(service_module, "unsent_pushes", paged)
