@@ -263,6 +263,9 @@ def test_without_hard_links_the_previous_copy_is_a_copy(
     assert first == decode_snapshot((tmp_path / "state.cbor.prev").read_bytes())
 
 
+SHA256_BYTES = hashlib.sha256().digest_size
+
+
 def _intact(body: dict[str, object]) -> bytes:
     """A file whose magic and checksum are right, whatever its fields say."""
     encoded = cbor2.dumps(body)
@@ -284,7 +287,7 @@ cbor_values = st.recursive(
 )
 
 
-REGISTERED_BODY = cbor2.loads(encode_snapshot(registered_snapshot())[len(MAGIC) + 32 :])
+REGISTERED_BODY = cbor2.loads(encode_snapshot(registered_snapshot())[len(MAGIC) + SHA256_BYTES :])
 field_changes = st.dictionaries(
     st.sampled_from(sorted(REGISTERED_BODY)), cbor_values, min_size=1, max_size=3
 )
