@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from smartlic.collector.service.intake import parse, worth_keeping_after_reconnect
 from smartlic.mqtt.common import MqttMessage
 from smartlic.protocol import (
-    Authorization,
     ErrorCode,
     KeyType,
     SigningKey,
@@ -16,6 +15,8 @@ from smartlic.protocol import (
     UsageReport,
     seal,
 )
+
+from sample_notices import an_authorization
 
 TOPICS = Topics()
 DEVICE = "ISR4331:FDO1"
@@ -40,17 +41,7 @@ def test_a_message_off_the_uplink_topics_is_refused_unanswered() -> None:
 
 
 def test_a_collectors_message_sent_by_a_device_is_refused_and_answered() -> None:
-    notice = Authorization(
-        device_id=DEVICE,
-        notice_seq=1,
-        issued_at=1,
-        in_reply_to=None,
-        virtual_account="default",
-        valid_until=2,
-        next_report_at=2,
-        nonce=b"n" * 8,
-        tags={},
-    )
+    notice = an_authorization(DEVICE)
 
     item = parse(TOPICS, TOPICS.uplink(DEVICE), seal(notice, KEY))
 

@@ -18,7 +18,6 @@ from protocol_strategies import (
 )
 from smartlic.protocol import (
     Algorithm,
-    Authorization,
     ErrorCode,
     ErrorNotice,
     RegistrationRequest,
@@ -35,6 +34,8 @@ from smartlic.protocol import (
 )
 from smartlic.protocol import cbor as cbor_codec
 from smartlic.protocol.cose import sig_structure
+
+from sample_notices import an_authorization
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -388,17 +389,7 @@ def test_first_reply_signed_by_another_key_is_refused() -> None:
 
 def test_first_reply_without_a_collector_key_is_refused() -> None:
     """An authorization carries no key, so it cannot be a first reply."""
-    notice = Authorization(
-        device_id="A:1",
-        notice_seq=1,
-        issued_at=1,
-        in_reply_to=None,
-        virtual_account="default",
-        valid_until=2,
-        next_report_at=2,
-        nonce=b"n" * 8,
-        tags={},
-    )
+    notice = an_authorization("A:1")
     opened = open_message(seal(notice, COLLECTOR_ED25519))
 
     with pytest.raises(RemoteProtocolError) as caught:
