@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from smartlic.mqtt.broker import MosquittoBroker
 
-    from .support import MakeDevice, Site
+    from .support import Device, MakeDevice, Site
 
 T = TypeVar("T")
 
@@ -78,6 +78,19 @@ async def test_a_push_delivered_during_a_store_outage_leaves_the_outbox_once_the
     assert [] == await device.silence(0.5)
 
 
+async def _told_it_is_short(
+    site: Site, mosquitto: MosquittoBroker, make_device: MakeDevice
+) -> Device:
+    """A device registered and told it uses 2 licenses of a pool of 1, by a service that then
+    stopped."""
+    await site.deposit("PO-1", quantity=1)
+    device = await make_device()
+    async with running_service(site, mosquitto):
+        await device.register(await site.token())
+        assert isinstance(await device.report({TAG: 2}), OutOfComplianceNotice)
+    return device
+
+
 async def _left_in_the_outbox(site: Site, device_id: str) -> None:
     """A push for ``device_id`` in the outbox, as a service that crashed before sending it
     leaves it."""
@@ -98,11 +111,7 @@ async def test_a_push_left_in_the_outbox_goes_out_at_start_up_through_a_store_ou
     make_device: MakeDevice,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await collector_site.deposit("PO-1", quantity=1)
-    device = await make_device()
-    async with running_service(collector_site, mosquitto):
-        await device.register(await collector_site.token())
-        assert isinstance(await device.report({TAG: 2}), OutOfComplianceNotice)
+    device = await _told_it_is_short(collector_site, mosquitto, make_device)
     await _left_in_the_outbox(collector_site, device.device_id)
     monkeypatch.setattr(service_module, "unsent_pushes", _failing(unsent_pushes, times=2))
 
@@ -126,11 +135,7 @@ async def test_an_outbox_of_more_than_a_page_goes_out_whole_at_start_up(
     """Pages of two rows here (10,000 in the service): a crash during a deposit to 50,000
     devices leaves more than a page, and what is beyond the first must not wait for the next
     reconnect."""
-    await collector_site.deposit("PO-1", quantity=1)
-    device = await make_device()
-    async with running_service(collector_site, mosquitto):
-        await device.register(await collector_site.token())
-        assert isinstance(await device.report({TAG: 2}), OutOfComplianceNotice)
+    device = await _told_it_is_short(collector_site, mosquitto, make_device)
     for _ in range(5):
         await _left_in_the_outbox(collector_site, device.device_id)
 
