@@ -43,9 +43,29 @@ def find_mosquitto() -> str | None:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: each socket stays bound until all are found, so the
+    kernel cannot hand out the same port twice."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def listener_ports(config: str) -> list[int]:
+    """The ports of a Mosquitto configuration's ``listener <port> [address]`` lines."""
+    ports: list[int] = []
+    for line in config.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "listener" and words[1].isdigit():
+            ports.append(int(words[1]))
+    return ports
 
 
 def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> bool:
@@ -139,10 +159,14 @@ connection_messages false
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        if not wait_for_port(self.port, START_TIMEOUT):
-            self.kill()
-            log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-            raise BrokerError(f"mosquitto did not listen on {self.port}: {log[-500:]}")
+        # Mosquitto opens its listeners one after another: a client of the last one must not
+        # race the broker's start, so wait for every port the configuration names.
+        deadline = time.monotonic() + START_TIMEOUT
+        for port in listener_ports(self.listeners or "") or [self.port]:
+            if not wait_for_port(port, max(0.5, deadline - time.monotonic())):
+                self.kill()
+                log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+                raise BrokerError(f"mosquitto did not listen on {port}: {log[-500:]}")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop gracefully (SIGTERM): Mosquitto saves its persistence file first."""
