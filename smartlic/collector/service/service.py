@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 RESEND_PAGE: Final = 10_000
 """Outbox rows read at a time to send again after a (re)connection: the publish window."""
+PRUNE_EVERY: Final = 3600.0
+"""Seconds between prunings of old report answers; the first comes at start-up."""
 log = structlog.get_logger("smartlic.collector")
 
 
@@ -406,9 +408,17 @@ class CollectorService:
             else:
                 return True
 
+    async def _prune_receipts(self) -> None:
+        """Forget the answers to reports accepted longer ago than the retention allows."""
+        cutoff = self.now() - self.config.receipt_retention_days * 86_400
+        async with self._require_store().write() as tx:
+            pruned = await prune_accepted(tx, before=cutoff)
+        if pruned:
+            log.info("collector.receipts_pruned", count=pruned, before=cutoff)
+
     async def _outbox_loop(self) -> None:
         store = self._require_store()
-        last_prune = 0.0
+        last_prune: float | None = None
         while not (self._stopping.is_set() and not self._outbox_mids):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
@@ -423,13 +433,9 @@ class CollectorService:
                     async with store.write() as tx:
                         await forget_pushes(tx, delivered)
                     del self._delivered[: len(delivered)]
-                if time.monotonic() - last_prune > 3600:
+                if last_prune is None or time.monotonic() - last_prune > PRUNE_EVERY:
+                    await self._prune_receipts()
                     last_prune = time.monotonic()
-                    cutoff = self.now() - self.config.receipt_retention_days * 86_400
-                    async with store.write() as tx:
-                        pruned = await prune_accepted(tx, before=cutoff)
-                    if pruned:
-                        log.info("collector.receipts_pruned", count=pruned)
             except StoreError as exc:
                 self._resend_wanted |= resend
                 log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
