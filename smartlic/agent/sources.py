@@ -15,11 +15,16 @@ COMMAND_TIMEOUT: Final = 10.0
 
 
 class UsageFile:
-    """A TOML file with a ``[usage]`` table; re-read only when it changed (mtime, size, inode)."""
+    """A TOML file with a ``[usage]`` table; re-read only when it changed (mtime, size, inode).
+
+    A file that could not be read or parsed stays an error until it changes: an unchanged bad
+    file must not pass for a good one that merely did not change.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._stamp: tuple[int, int, int] | None = None
+        self._problem: UsageError | None = None
 
     def poll(self) -> dict[str, int] | None:
         """The counts if the file changed since the last poll, else ``None``."""
@@ -30,8 +35,17 @@ class UsageFile:
             raise UsageError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
+            if self._problem is not None:
+                raise self._problem
             return None
-        self._stamp = stamp
+        self._stamp, self._problem = stamp, None
+        try:
+            return self._read()
+        except UsageError as exc:
+            self._problem = exc
+            raise
+
+    def _read(self) -> dict[str, int]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -40,6 +40,7 @@ class Agent:
         self.state_dir = folder / "state"
         self.usage_file = folder / "usage.toml"
         self.broker = broker
+        self.log_file = folder / "agent.log"
         self.process: subprocess.Popen[str] | None = None
         self.set_usage(3)
 
@@ -69,15 +70,18 @@ class Agent:
         )
 
     def start(self, *extra: str) -> None:
-        self.process = subprocess.Popen(
-            AGENT + self.args("run", *extra), stderr=subprocess.PIPE, text=True
-        )
+        """``run`` in the background, its log (stderr) written to ``log_file``."""
+        with self.log_file.open("a") as log:
+            self.process = subprocess.Popen(AGENT + self.args("run", *extra), stderr=log, text=True)
+
+    def log(self) -> str:
+        return self.log_file.read_text() if self.log_file.exists() else ""
 
     def stop(self) -> tuple[int, str]:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
-        _, err = self.process.communicate(timeout=15)
-        return self.process.returncode, err
+        self.process.communicate(timeout=15)
+        return self.process.returncode, self.log()
 
     def snapshot(self) -> Snapshot | None:
         return FileStorage(self.state_dir).load()
@@ -138,6 +142,31 @@ def test_a_usage_change_is_reported_and_answered(agent: Agent, collector: MqttCo
     wait_for(lambda: [r.counts.get(TAG) for r in collector.script.reports][-1:] == [4])
     wait_for(lambda: (s := agent.snapshot()) is not None and not s.outbox)
     assert 0 == agent.stop()[0]
+
+
+def test_a_bad_usage_file_is_warned_of_once_and_its_mending_is_reported(
+    agent: Agent, collector: MqttCollector
+) -> None:
+    assert 0 == agent.cli("register", "--token", collector.script.token()).returncode
+    agent.start()
+    wait_for(lambda: agent.state() == "AUTHORIZED")
+    agent.usage_file.write_text(f"[usage]\n{TAG} = \n")
+    wait_for(lambda: "usage not updated" in agent.log())
+    time.sleep(1.0)  # four polls of the unchanged bad file
+    while_bad = agent.log()
+    agent.set_usage(4)
+    wait_for(lambda: [r.counts.get(TAG) for r in collector.script.reports][-1:] == [4])
+    code, err = agent.stop()
+
+    assert (1, 0) == (
+        while_bad.count("usage not updated"),
+        while_bad.count("usage source readable again"),
+    )
+    assert (0, 1, 1) == (
+        code,
+        err.count("usage not updated"),
+        err.count("usage source readable again"),
+    )
 
 
 def outbox_holds(agent: Agent, reports: int) -> bool:

@@ -95,6 +95,19 @@ def test_usage_file_is_reread_only_when_it_changes(tmp_path: Path) -> None:
     assert ({"a": 1}, None, {"a": 22}) == (first, unchanged, source.poll())
 
 
+def test_an_unchanged_bad_usage_file_stays_an_error_until_it_is_mended(tmp_path: Path) -> None:
+    path = tmp_path / "usage.toml"
+    path.write_text("[usage]\na = \n")
+    source = UsageFile(path)
+    with pytest.raises(UsageError) as first:
+        source.poll()
+    with pytest.raises(UsageError) as again:
+        source.poll()
+    path.write_text("[usage]\na = 3\n")
+
+    assert (str(first.value), {"a": 3}) == (str(again.value), source.poll())
+
+
 def test_missing_usage_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read"):
         UsageFile(tmp_path / "absent.toml").poll()
