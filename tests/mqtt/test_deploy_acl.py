@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from smartlic.mqtt.aio import AsyncMqttClient, MqttMessage
+from smartlic.mqtt.aio import AsyncMqttClient, MqttError, MqttMessage
 from smartlic.mqtt.broker import MosquittoBroker, free_ports
 from smartlic.mqtt.native import NativeMqttClient
 from smartlic.mqtt.url import TlsSettings, parse_broker_url
@@ -28,6 +28,8 @@ from smartlic.protocol import Topics
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from smartlic.mqtt.base import MqttClient
 
 DEPLOY = __import__("pathlib").Path(__file__).resolve().parents[2] / "deploy"
 TOPICS = Topics()
@@ -128,6 +130,25 @@ def test_the_collectors_listener_accepts_connections_once_the_broker_has_started
     _, collector_port = acl_broker
 
     socket.create_connection(("127.0.0.1", collector_port), timeout=1).close()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+@pytest.mark.parametrize("impl", [AsyncMqttClient, NativeMqttClient])
+async def test_a_collector_with_a_wrong_password_is_refused_saying_so(
+    acl_broker: tuple[MosquittoBroker, int], impl: type[MqttClient], protocol: str
+) -> None:
+    _, collector_port = acl_broker
+    client = impl(
+        client_id="collector-1",
+        broker=parse_broker_url(f"mqtt://collector-1:not-pw@127.0.0.1:{collector_port}"),
+        on_message=lambda _message: None,
+        clean_start=True,
+        protocol=protocol,
+    )
+
+    with pytest.raises(MqttError, match="refused the connection"):
+        await client.connect()
+    await client.disconnect()
 
 
 def _device(
