@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from smartlic.mqtt.base import MqttClient
+    from smartlic.mqtt.common import ProtocolName
 
 DEPLOY = __import__("pathlib").Path(__file__).resolve().parents[2] / "deploy"
 TOPICS = Topics()
@@ -135,7 +136,7 @@ def test_the_collectors_listener_accepts_connections_once_the_broker_has_started
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 @pytest.mark.parametrize("impl", [AsyncMqttClient, NativeMqttClient])
 async def test_a_collector_with_a_wrong_password_is_refused_saying_so(
-    acl_broker: tuple[MosquittoBroker, int], impl: type[MqttClient], protocol: str
+    acl_broker: tuple[MosquittoBroker, int], impl: type[MqttClient], protocol: ProtocolName
 ) -> None:
     _, collector_port = acl_broker
     client = impl(
