@@ -123,6 +123,9 @@ def check_policy(policy: Policy) -> None:
         raise InvalidRequest(f"the report interval must be at least {MIN_REPORT_INTERVAL} s")
     if policy.report_interval > protocol_fields.PERIOD_MAX:
         raise InvalidRequest("the report interval must be at most 10 years")
+    if policy.authorization_validity > protocol_fields.PERIOD_MAX:
+        # An authorization's end must stay a protocol timestamp (< 2**40 s) for any issue time.
+        raise InvalidRequest("the authorization validity must be at most 10 years")
     if policy.authorization_validity <= policy.report_interval:
         raise InvalidRequest(
             f"the authorization validity ({policy.authorization_validity} s) must be longer"

@@ -44,6 +44,7 @@ DAY: Final = 86_400
 DEFAULT_EXPIRY_DAYS: Final = 30
 MAX_EXPIRY_DAYS: Final = 365
 MAX_DESCRIPTION: Final = 200
+MAX_USES: Final = 1_000_000_000
 
 
 class TokenStatus(StrEnum):
@@ -98,8 +99,8 @@ _SELECT: Final = (
 def check_token_terms(expires_days: int, max_uses: int, description: str) -> None:
     if not 1 <= expires_days <= MAX_EXPIRY_DAYS:
         raise InvalidRequest(f"a token expires after 1..{MAX_EXPIRY_DAYS} days, not {expires_days}")
-    if max_uses < 1:
-        raise InvalidRequest(f"a token serves at least 1 registration, not {max_uses}")
+    if not 1 <= max_uses <= MAX_USES:
+        raise InvalidRequest(f"a token serves 1..{MAX_USES:,} registrations, not {max_uses}")
     if len(description) > MAX_DESCRIPTION or not description.isprintable():
         raise InvalidRequest(f"a description is at most {MAX_DESCRIPTION} printable characters")
 

@@ -229,8 +229,12 @@ async def set_policy(
         return va
     authorize(actor, Permission.VA_MANAGE, va.scope)
     policy = Policy(
-        report_interval=report_interval or va.policy.report_interval,
-        authorization_validity=authorization_validity or va.policy.authorization_validity,
+        report_interval=va.policy.report_interval if report_interval is None else report_interval,
+        authorization_validity=(
+            va.policy.authorization_validity
+            if authorization_validity is None
+            else authorization_validity
+        ),
     )
     check_policy(policy)
     await tx.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from smartlic.collector import site as site_ops
 from smartlic.collector.accounts import (
@@ -212,6 +214,20 @@ async def test_a_va_policy_can_be_changed_one_setting_at_a_time(site: Site) -> N
         now=NOW,
     )
     assert Policy(report_interval=12 * 3600, authorization_validity=90 * DAY) == va.policy
+
+
+@pytest.mark.parametrize("setting", ["report_interval", "authorization_validity"])
+async def test_a_va_policy_setting_of_zero_is_refused_not_ignored(site: Site, setting: str) -> None:
+    settings: dict[str, Any] = {"report_interval": None, "authorization_validity": None}
+    settings[setting] = 0
+    with pytest.raises(InvalidRequest):
+        await site.run(set_policy, account_name="ACME", name="Engineering", now=NOW, **settings)
+
+
+def test_an_authorization_valid_beyond_ten_years_is_refused() -> None:
+    """Its end would not be a protocol timestamp: every report would fail to be answered."""
+    with pytest.raises(InvalidRequest, match="at most 10 years"):
+        check_policy(Policy(report_interval=DAY, authorization_validity=100_000 * 365 * DAY))
 
 
 def test_an_authorization_must_outlive_the_report_interval() -> None:

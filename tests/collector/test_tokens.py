@@ -75,6 +75,13 @@ async def test_an_expiry_outside_1_to_365_days_is_refused(site: Site, days: int)
         await _create(site, expires_days=days)
 
 
+@pytest.mark.parametrize("uses", [0, 1_000_000_001, 10**20])
+async def test_uses_outside_1_to_a_billion_are_refused(site: Site, uses: int) -> None:
+    """A number beyond SQLite's integers used to escape as an internal error."""
+    with pytest.raises(InvalidRequest, match=r"1\.\.1,000,000,000 registrations"):
+        await _create(site, max_uses=uses)
+
+
 async def test_no_token_can_be_made_in_a_holding_account(site: Site) -> None:
     with pytest.raises(Refused, match="licenses can never be consumed") as refused:
         await _create(site, account_name="PartnerCo", va_name=None)
