@@ -61,6 +61,32 @@ async def test_every_hostile_message_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
+async def test_a_fleet_that_is_all_hostile_aims_its_wrong_topic_reports_at_others(
+    tmp_path: Path,
+) -> None:
+    """A device's report on its own uplink is a valid one: with no honest device to aim at,
+    an attacker once picked itself, was accepted, and spent its sequence numbers."""
+    report = await play(
+        "hostile",
+        tmp_path,
+        devices=4,
+        duration=3,
+        hostile_share=1,
+        hostile_kinds=("wrong_topic", "forged_notice"),
+        hostile_each=2,
+    )
+    assert_clean(report)
+    assert {"wrong_topic": (8, 0), "forged_notice": (8, 0)} == report.hostile
+
+
+@pytest.mark.timeout(90)
+async def test_a_hostile_share_of_zero_sends_nothing_hostile(tmp_path: Path) -> None:
+    report = await play("hostile", tmp_path, devices=10, duration=2, hostile_share=0)
+    assert_clean(report)
+    assert 0 == sum(sent for sent, _ in report.hostile.values())
+
+
+@pytest.mark.timeout(90)
 async def test_a_reconnection_storm_loses_nothing(tmp_path: Path) -> None:
     report = await play("storm", tmp_path, devices=300, duration=6, storms=1)
     assert_clean(report)

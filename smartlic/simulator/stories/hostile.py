@@ -20,11 +20,30 @@ from smartlic.simulator.hostile import (
 from smartlic.simulator.stories.base import Run, Story, change_usage, phase_in
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from random import Random
+
     from smartlic.simulator.device import VirtualDevice
 
 _DAY: Final = 86_400
 _SEND_WITHIN: Final = 0.8
 """Hostile messages go out in the first 80 % of the run, so their answers arrive within it."""
+
+
+_AIMED: Final = frozenset({HostileKind.WRONG_TOPIC, HostileKind.FORGED_NOTICE})
+"""The kinds aimed at another device: its uplink, or its downlink."""
+
+
+def _victim(
+    rng: Random, device: VirtualDevice, kind: HostileKind, pool: Sequence[VirtualDevice]
+) -> VirtualDevice | None:
+    """Whom ``device``'s message of ``kind`` is aimed at: never itself, for a report on its own
+    uplink is a valid report (it would be accepted and take its sequence numbers); ``device``
+    for the kinds aimed at nobody; None when no other device can be the target."""
+    if kind not in _AIMED:
+        return device
+    others = [d for d in pool if d is not device]
+    return rng.choice(others) if others else None
 
 
 class Hostile(Story):
@@ -33,16 +52,17 @@ class Hostile(Story):
     async def play(self, run: Run) -> None:
         params, rng = run.params, run.rng
         registered = run.registered()
-        count = max(1, math.ceil(len(registered) * params.hostile_share))
-        attackers, honest = registered[:count], registered[count:] or registered
+        count = math.ceil(len(registered) * params.hostile_share)
+        attackers, honest = registered[:count], registered[count:]
         kinds = [HostileKind(k) for k in params.hostile_kinds]
         self._seqs = itertools.count(HOSTILE_SEQ_BASE)
         self._notice_seqs = itertools.count(FORGED_NOTICE_SEQ_BASE)
         plan = [
-            (rng.uniform(0, params.duration * _SEND_WITHIN), device, kind, rng.choice(honest))
+            (rng.uniform(0, params.duration * _SEND_WITHIN), device, kind, victim)
             for device in attackers
             for kind in kinds
             for _ in range(params.hostile_each)
+            if (victim := _victim(rng, device, kind, honest or attackers)) is not None
         ]
         for device in attackers:
             device.hostile = True
