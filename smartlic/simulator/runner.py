@@ -53,6 +53,7 @@ from smartlic.simulator.progress import Narrator, Progress
 from smartlic.simulator.report import RunReport
 from smartlic.simulator.setup import OPERATOR, Admin, create_site
 from smartlic.simulator.stories import STORY_CLASSES, Run
+from smartlic.simulator.stories.base import token_for
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -238,7 +239,7 @@ class Runner:
             seed=params.seed,
         )
         for va, usage in story.initial():
-            fleet.add(va=va, token=tokens.get(va) or next(iter(tokens.values()), None), usage=usage)
+            fleet.add(va=va, token=token_for(tokens, va), usage=usage)
         progress = Progress(fleet, self.metrics, options.stream, tty=options.stream.isatty())
         shown = progress if options.progress else None
         if options.progress:

@@ -110,7 +110,15 @@ class Parameters:
 
     def __post_init__(self) -> None:
         self._refuse_negative_and_infinite_numbers()
-        positive = ("devices", "rate", "time_scale", "retry_after", "reconnect_max", "keepalive")
+        positive = (
+            "devices",
+            "rate",
+            "time_scale",
+            "retry_after",
+            "reconnect_max",
+            "keepalive",
+            "churn_every",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ScenarioError(f"{name} must be positive, not {getattr(self, name)}")

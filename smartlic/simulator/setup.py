@@ -14,12 +14,14 @@ compares with what the devices sent.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from smartlic.collector import device_admin, licenses, orders, site, tokens, virtual_accounts
 from smartlic.collector.compliance import PoolUsage, usage
+from smartlic.collector.errors import Refused
 from smartlic.collector.orders import OrderLine
 from smartlic.collector.signing_key import write_key_file
 from smartlic.collector.store import open_store
@@ -27,6 +29,7 @@ from smartlic.collector.users import load_actor
 from smartlic.protocol import KeyType, SigningKey
 from smartlic.simulator.checks import Committed
 from smartlic.simulator.hostile import DeadLetterRow
+from smartlic.simulator.scenarios import ScenarioError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
@@ -53,8 +56,10 @@ __all__ = [
 
 
 def admin_of(account: str) -> str:
-    """The email of an account's first admin, as the simulator names it."""
-    return f"admin@{account.lower()}.example"
+    """The email of an account's first admin, as the simulator names it: any account name
+    makes a valid address ("ACME Corp" → admin@acme-corp.example)."""
+    domain = re.sub(r"[^a-z0-9]+", "-", account.lower()).strip("-") or "account"
+    return f"admin@{domain}.example"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,7 +168,6 @@ class Admin:
                 for deposit in plan.holding_orders:
                     await self._deposit(tx, actor, plan.holding, deposit, now)
 
-        await self._as(self.operator, build)
         made: dict[str, str] = {}
 
         async def issue(tx: Transaction, actor: Any) -> None:  # noqa: ANN401 -- the domain's Actor
@@ -181,7 +185,13 @@ class Admin:
                 )
                 made[va] = str(token)
 
-        await self._as(admin_of(plan.account), issue)
+        try:
+            await self._as(self.operator, build)
+            await self._as(admin_of(plan.account), issue)
+        except Refused as exc:
+            # An account of that name already in the database, an unknown --as user: the
+            # run's options, not a fault of the simulator.
+            raise ScenarioError(f"the collector database refused the run's set-up: {exc}") from None
         return made
 
     @staticmethod

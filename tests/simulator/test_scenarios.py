@@ -116,6 +116,12 @@ def test_a_share_above_one_is_refused() -> None:
         Parameters().replace({"hostile_share": 1.5})
 
 
+def test_churning_every_zero_seconds_is_refused() -> None:
+    """It divides the run into rounds: zero used to end in a ZeroDivisionError."""
+    with pytest.raises(ScenarioError, match="churn_every must be positive"):
+        Parameters().replace({"churn_every": 0})
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_a_number_that_is_negative_or_not_finite_is_refused_with_its_name(value: str) -> None:
     with pytest.raises(ScenarioError, match="drain must be a finite number, at least 0"):

@@ -69,6 +69,12 @@ class Expectation:
         return f"{self.what} ({self.detail})" if self.detail else self.what
 
 
+def token_for(tokens: Mapping[str, str], va: str) -> str | None:
+    """The registration token for a device of ``va``: its own, or any one when ``va`` has none
+    (tokens given on the command line rather than made through ``--db``)."""
+    return tokens.get(va) or next(iter(tokens.values()), None)
+
+
 @dataclass(slots=True, kw_only=True)
 class Run:
     """Everything a story acts on."""
@@ -98,6 +104,9 @@ class Run:
         if not met:
             self.narrator.line(f"expectation failed: {expectation}")
         return met
+
+    def token_for(self, va: str) -> str | None:
+        return token_for(self.tokens, va)
 
     def registered(self, devices: Iterable[VirtualDevice] | None = None) -> list[VirtualDevice]:
         pool = self.fleet.devices if devices is None else devices

@@ -53,7 +53,7 @@ class Churn(Story):
         joins: list[VirtualDevice] = []
         for _ in range(round(params.devices * params.join_share)):
             va = vas[rng.randrange(len(vas))]
-            joins.append(fleet.add(va=va, token=run.tokens[va], usage=initial_usage(rng)))
+            joins.append(fleet.add(va=va, token=run.token_for(va), usage=initial_usage(rng)))
         self.joined += joins
         ramp = asyncio.create_task(fleet.ramp(joins, rate=params.rate, jitter=params.jitter))
         self._ramps.add(ramp)
