@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING
 
+from smartlic.collector.service import verifying
 from smartlic.protocol import (
     Authorization,
     ErrorCode,
@@ -18,6 +19,8 @@ from smartlic.protocol import (
 from .ingest_support import collector, decide, devices, newcomer, refusals, report, uplink
 
 if TYPE_CHECKING:
+    import pytest
+
     from .support import Site
 
 TAG = "network-advantage"
@@ -128,3 +131,20 @@ async def test_a_report_signed_with_a_key_another_collector_replaced_is_refused(
         prepared = await decide(first, [report(device, {TAG: 2})])
     assert [ErrorCode.BAD_SIGNATURE] == refusals(prepared)
     assert 0 == await collector_site.in_use()
+
+
+async def test_a_full_key_cache_forgets_no_key_of_the_batch_it_loads_for(
+    collector_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three keys stand for the 200,000 kept: loading the fourth device's once emptied the
+    cache under the batch, and the report of a device already in it became a dead letter."""
+    monkeypatch.setattr(verifying, "KEYS_KEPT", 3)
+    await collector_site.deposit("PO-1", quantity=100)
+    a, b, c, newcomer_ = await devices(collector_site, "C1", "C2", "C3", "C4")
+    async with collector(collector_site) as ingest:
+        await decide(ingest, [report(a, {TAG: 1}), report(b, {TAG: 1}), report(c, {TAG: 1})])
+        prepared = await decide(ingest, [report(a, {TAG: 2}), report(newcomer_, {TAG: 1})])
+
+    assert [None, None] == refusals(prepared)
+    assert [] == await collector_site.dead_letters()
+    assert 5 == await collector_site.in_use()

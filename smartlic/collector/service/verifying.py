@@ -52,19 +52,21 @@ class Verifier:
 
     def remember(self, record: DeviceRecord) -> None:
         """The key ``record`` holds is the device's from now on."""
-        if len(self._keys) >= KEYS_KEPT:
-            self._keys.clear()
         self._keys[record.device_id] = record.verifying_key()
+
+    def _make_room(self, batch: Collection[str], loading: int) -> None:
+        """Forget keys, when ``loading`` more would not fit, but none of ``batch``'s devices:
+        the batch's checks read them after the load, and a key forgotten in between would
+        refuse a registered device's report as from an unknown one."""
+        if len(self._keys) + loading > KEYS_KEPT:
+            self._keys = {d: k for d, k in self._keys.items() if d in batch}
 
     async def verify(self, items: Sequence[Parsed]) -> None:
         """Check every opened item's signature; refuse, with the reason, those that fail."""
-        loaded = await self._load(
-            {
-                i.device_id
-                for i in items
-                if i.device_id and i.opened and i.device_id not in self._keys
-            }
-        )
+        batch = {i.device_id for i in items if i.device_id and i.opened}
+        missing = {d for d in batch if d not in self._keys}
+        self._make_room(batch, len(missing))
+        loaded = await self._load(missing)
         checks = self._checks(items, loaded)
         problems = await self.crypto.verify([(c.opened, c.key) for c in checks])
         problems = await self._second_look(checks, problems)
