@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from smartlic.collector.store import (
@@ -123,6 +123,69 @@ async def test_a_cancelled_operation_is_rolled_back(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert [] == users
+
+
+def _cancelled_at(store: SqliteStore, statement: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task running ``statement`` is cancelled once aiosqlite has queued it: the
+    statement still runs, on the connection's thread."""
+    execute = store.conn.execute
+
+    async def cancelling(sql: str, *args: Any) -> Any:
+        if sql == statement:
+            queued = execute(sql, *args)
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            return await queued
+        return await execute(sql, *args)
+
+    monkeypatch.setattr(store.conn, "execute", cancelling)
+
+
+async def test_a_write_cancelled_during_its_commit_ends_cancelled_with_its_rows_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a store error from a ROLLBACK queued behind a COMMIT that went through: that
+    hid the cancellation, and a service task went on running after its group was cancelled."""
+    store = await SqliteStore.open(tmp_path / "c.db", create=True)
+    try:
+
+        async def write() -> None:
+            async with store.write() as tx:
+                await tx.execute("INSERT INTO users (email, created_at) VALUES ('a@b.c', 0)")
+                _cancelled_at(store, "COMMIT", monkeypatch)
+
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(write())
+        monkeypatch.undo()
+        async with store.read() as tx:
+            users = await tx.fetch_all("SELECT email FROM users")
+    finally:
+        await store.close()
+    assert [{"email": "a@b.c"}] == users
+
+
+async def test_a_write_cancelled_during_its_begin_leaves_no_transaction_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await SqliteStore.open(tmp_path / "c.db", create=True)
+    try:
+        _cancelled_at(store, "BEGIN IMMEDIATE", monkeypatch)
+
+        async def write() -> None:
+            async with store.write() as tx:
+                await tx.execute("INSERT INTO users (email, created_at) VALUES ('a@b.c', 0)")
+
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(write())
+        monkeypatch.undo()
+        async with store.write() as tx:
+            await tx.execute("INSERT INTO users (email, created_at) VALUES ('d@e.f', 0)")
+        async with store.read() as tx:
+            users = await tx.fetch_all("SELECT email FROM users")
+    finally:
+        await store.close()
+    assert [{"email": "d@e.f"}] == users
 
 
 async def test_a_writer_waits_for_another_process_writer(tmp_path: Path) -> None:

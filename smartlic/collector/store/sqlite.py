@@ -194,13 +194,27 @@ class SqliteStore(Store):
                     await self._conn.execute("COMMIT")
                 self.commits += int(writes)
             except BaseException:
+                # aiosqlite runs a statement to its end on its own thread even when the task
+                # awaiting it is cancelled: let what is queued (a COMMIT, say) run first, or a
+                # ROLLBACK would follow a COMMIT that went through, fail, and hide the
+                # cancellation behind a made-up store error.
+                await self._settle()
                 # Some errors (a full disk, an interrupt) make SQLite roll back by itself.
                 if self._conn.in_transaction:
-                    with _translated(self.path):
+                    with contextlib.suppress(StoreError), _translated(self.path):
                         await self._conn.execute("ROLLBACK")
+                # Whether a failed or cancelled COMMIT went through is not known here: step
+                # past both the version the write started at and the one it would have ended
+                # at, so that nothing kept against either is trusted.
+                self.commits += 2 * int(writes)
                 raise
             finally:
                 self._holder = None
+
+    async def _settle(self) -> None:
+        """Wait until the connection's thread has run every statement queued so far."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._conn.execute("SELECT 1"))
 
     def write(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
         return self._transaction("BEGIN IMMEDIATE", writes=True)
