@@ -8,6 +8,7 @@ are accepted in the file too. An unknown key is an error, so a typo cannot be si
 from __future__ import annotations
 
 import math
+import shlex
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -60,6 +61,7 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.usage_file is not None and self.usage_command is not None:
             raise ConfigError("give usage_file or usage_command, not both")
+        _check_command("usage_command", self.usage_command)
         if self.key_type not in KEY_TYPES:
             raise ConfigError(f"key_type must be one of {', '.join(KEY_TYPES)}")
         if self.mqtt_version not in ("3.1.1", "5"):
@@ -113,6 +115,9 @@ class AgentConfig:
                 password = self.password_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(f"cannot read {self.password_file}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                # Not the decoder's own message: it quotes a byte of the password.
+                raise ConfigError(f"cannot read {self.password_file}: not UTF-8 text") from None
         try:
             tls = None
             if self.tls_ca or self.tls_cert or self.tls_key:
@@ -125,6 +130,19 @@ class AgentConfig:
 
     def parsed_udi(self) -> Udi | None:
         return None if self.udi is None else Udi.parse(self.udi)
+
+
+def _check_command(key: str, command: str | None) -> None:
+    # Split as the daemon will split it, so a command it cannot run is refused as bad
+    # configuration (exit 2) before anything starts, not when the usage source is opened.
+    if command is None:
+        return
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    if not argv:
+        raise ConfigError(f"{key} is empty")
 
 
 _TYPES: Final[dict[str, type]] = {
@@ -176,7 +194,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    # tomllib lets two more through as they are: ValueError for an integer past CPython's
+    # 4300-digit limit, RecursionError for arrays nested a few thousand deep.
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     values: dict[str, Any] = {}
     for raw_key, value in document.items():

@@ -17,8 +17,10 @@ COMMAND_TIMEOUT: Final = 10.0
 class UsageFile:
     """A TOML file with a ``[usage]`` table; re-read only when it changed (mtime, size, inode).
 
-    A file that could not be read or parsed stays an error until it changes: an unchanged bad
-    file must not pass for a good one that merely did not change.
+    A file whose content could not be decoded or parsed stays an error until it changes: an
+    unchanged bad file must not pass for a good one that merely did not change. A file that
+    could not be read is tried again on every poll: mending its permissions changes only its
+    ctime, which the stamp does not see.
     """
 
     def __init__(self, path: Path) -> None:
@@ -38,22 +40,20 @@ class UsageFile:
             if self._problem is not None:
                 raise self._problem
             return None
-        self._stamp, self._problem = stamp, None
-        try:
-            return self._read()
-        except UsageError as exc:
-            self._problem = exc
-            raise
-
-    def _read(self) -> dict[str, int]:
         try:
             text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read {self.path}: {exc}") from None
+        except OSError as exc:
+            self._stamp = None
+            raise UsageError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            self._stamp, self._problem = stamp, UsageError(f"cannot read {self.path}: {exc}")
+            raise self._problem from None
+        self._stamp, self._problem = stamp, None
         try:
             return parse_usage_toml(text)
         except UsageError as exc:
-            raise UsageError(f"{self.path}: {exc}") from None
+            self._problem = UsageError(f"{self.path}: {exc}")
+            raise self._problem from None
 
 
 class UsageCommand:

@@ -9,7 +9,7 @@ never be reported as if it were the device's usage.
 from __future__ import annotations
 
 import tomllib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from smartlic.agent.errors import AgentError
 from smartlic.protocol import ProtocolError
@@ -17,6 +17,8 @@ from smartlic.protocol.fields import COUNT_MAX, MAX_TAGS, license_tag
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+
+_COUNT_DIGITS: Final = len(str(COUNT_MAX))
 
 
 class UsageError(AgentError):
@@ -52,7 +54,9 @@ def parse_usage_toml(text: str) -> dict[str, int]:
     """Counts from a TOML document's ``[usage]`` table (other tables are the device's own)."""
     try:
         document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    # tomllib lets two more through as they are: ValueError for an integer past CPython's
+    # 4300-digit limit, RecursionError for arrays nested a few thousand deep.
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
         raise UsageError(f"not valid TOML: {exc}") from None
     table = document.get("usage", {})
     if not isinstance(table, dict):
@@ -75,7 +79,14 @@ def parse_usage_lines(text: str) -> dict[str, int]:
             digits = count.strip()
             if not digits.isascii() or not digits.isdigit():
                 raise UsageError(f"{where}: count {digits[:20]!r} is not a whole number")
-            yield where, tag.strip(), int(digits)
+            # Refused before int(), which raises a plain ValueError past 4300 digits (and
+            # counts leading zeros among them).
+            significant = digits.lstrip("0")
+            if len(significant) > _COUNT_DIGITS:
+                raise UsageError(
+                    f"{where}: a count is a whole number 0..{COUNT_MAX}, not {digits[:20]}..."
+                )
+            yield where, tag.strip(), int(significant or "0")
 
     return _checked(pairs())
 

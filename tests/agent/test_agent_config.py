@@ -40,6 +40,9 @@ from setting_values import setting_values
         ({"state_dir": 7}, "state_dir must be a path"),
         ({"broker": 1883}, "broker must be text"),
         ({"topic_prefix": "a/+/b"}, "topic prefix"),
+        ({"usage_command": ""}, "usage_command is empty"),
+        ({"usage_command": "  "}, "usage_command is empty"),
+        ({"usage_command": "'abc"}, "usage_command: No closing quotation"),
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )
@@ -67,6 +70,20 @@ def test_a_file_that_is_not_toml_is_refused_naming_the_file(tmp_path: Path) -> N
         read_config_file(path)
 
 
+@pytest.mark.parametrize(
+    "value", ["9" * 5000, "[" * 3000 + "]" * 3000], ids=["huge-number", "deep-array"]
+)
+def test_toml_that_python_cannot_hold_is_refused_naming_the_file(
+    tmp_path: Path, value: str
+) -> None:
+    """tomllib raises ValueError past 4300 digits, RecursionError for deep nesting."""
+    path = tmp_path / "agent.toml"
+    path.write_text(f"keepalive = {value}\n")
+
+    with pytest.raises(ConfigError, match=r"agent\.toml is not valid TOML"):
+        read_config_file(path)
+
+
 def test_a_missing_config_file_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot read .*nope\.toml: No such file"):
         read_config_file(tmp_path / "nope.toml")
@@ -86,6 +103,15 @@ def test_an_unreadable_password_file_is_refused_naming_it(tmp_path: Path) -> Non
     config = AgentConfig(broker="mqtt://broker:1883", password_file=tmp_path / "missing")
 
     with pytest.raises(ConfigError, match=r"cannot read .*missing: No such file"):
+        config.broker_address()
+
+
+def test_a_password_file_that_is_not_utf8_is_refused_naming_it(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_bytes(b"s3cr\xe9t\n")
+    config = AgentConfig(broker="mqtt://broker:1883", password_file=secret)
+
+    with pytest.raises(ConfigError, match=r"cannot read .*password: not UTF-8 text"):
         config.broker_address()
 
 

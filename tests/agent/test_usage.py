@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,7 +17,12 @@ from smartlic.agent.usage import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Callable
+
+HUGE_NUMBER = "9" * 5000
+"""Past CPython's 4300-digit limit on converting text to an int (a plain ``ValueError``)."""
+DEEP_ARRAY = "[" * 3000 + "]" * 3000
+"""Past the recursion limit of ``tomllib``'s array parser (a ``RecursionError``)."""
 
 
 def test_toml_usage_table_gives_counts() -> None:
@@ -46,6 +52,12 @@ def test_bad_toml_usage_is_refused_with_a_reason(text: str, complaint: str) -> N
         parse_usage_toml(text)
 
 
+@pytest.mark.parametrize("value", [HUGE_NUMBER, DEEP_ARRAY], ids=["huge-number", "deep-array"])
+def test_toml_that_python_cannot_hold_is_refused_as_not_valid_toml(value: str) -> None:
+    with pytest.raises(UsageError, match="not valid TOML"):
+        parse_usage_toml(f"[usage]\na = {value}\n")
+
+
 def test_command_lines_give_counts_skipping_blanks_and_comments() -> None:
     text = "# from the licensing daemon\nnetwork-advantage=3\n\n  throughput-1g = 2  \n"
     assert {"network-advantage": 3, "throughput-1g": 2} == parse_usage_lines(text)
@@ -65,6 +77,16 @@ def test_command_lines_give_counts_skipping_blanks_and_comments() -> None:
 def test_bad_command_lines_are_refused_naming_the_line(text: str, complaint: str) -> None:
     with pytest.raises(UsageError, match=complaint):
         parse_usage_lines(text)
+
+
+@pytest.mark.parametrize("digits", [HUGE_NUMBER, "0" * 5000 + "4294967296"])
+def test_a_count_line_with_too_many_digits_is_refused_naming_the_line(digits: str) -> None:
+    with pytest.raises(UsageError, match=r"line 2: a count is a whole number 0\.\.4294967295"):
+        parse_usage_lines(f"a=1\nb={digits}\n")
+
+
+def test_leading_zeros_do_not_make_a_count_too_long() -> None:
+    assert {"a": 7} == parse_usage_lines("a=" + "0" * 5000 + "7\n")
 
 
 def test_more_tags_than_a_report_carries_are_refused() -> None:
@@ -106,6 +128,29 @@ def test_an_unchanged_bad_usage_file_stays_an_error_until_it_is_mended(tmp_path:
     path.write_text("[usage]\na = 3\n")
 
     assert (str(first.value), {"a": 3}) == (str(again.value), source.poll())
+
+
+def test_an_unreadable_usage_file_is_read_again_once_it_can_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mending permissions (chmod) changes only the ctime, which the stamp does not see."""
+    path = tmp_path / "usage.toml"
+    path.write_text("[usage]\na = 3\n")
+    source = UsageFile(path)
+    real_read_text: Callable[..., str] = Path.read_text
+    refusals = iter([PermissionError(13, "Permission denied")])
+
+    def read_text_refused_once(self: Path, *args: object, **kwargs: object) -> str:
+        refusal = next(refusals, None)
+        if refusal is not None:
+            raise refusal
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text_refused_once)
+    with pytest.raises(UsageError, match="Permission denied"):
+        source.poll()
+
+    assert {"a": 3} == source.poll()
 
 
 def test_missing_usage_file_is_a_usage_error(tmp_path: Path) -> None:
