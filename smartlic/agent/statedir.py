@@ -66,7 +66,10 @@ def load_key(folder: Path) -> SigningKey | None:
 def load_or_create_key(
     folder: Path, key_type: KeyType, entropy: Entropy
 ) -> tuple[SigningKey, bool]:
-    """The device key, generated (0600, atomically) if there is none yet; and whether it was."""
+    """The device key, generated (0600, atomically) on a first start; and whether it was.
+
+    A missing key beside a state file is an error: only a directory with no state gets a key.
+    """
     key = load_key(folder)
     if key is not None:
         if key.key_type is not key_type:
@@ -76,6 +79,15 @@ def load_or_create_key(
                 "start over)"
             )
         return key, False
+    storage = FileStorage(folder)
+    if storage.path.exists() or storage.previous.exists():
+        # That state belongs to the lost key. A new key would only be refused by the state
+        # check, under a fingerprint nobody has seen, after a log line saying it was made.
+        raise StateFileError(
+            f"{folder / KEY_FILE} is missing, but {folder} holds the state of the device whose "
+            "key it was: restore the key file from a backup, or move the whole state directory "
+            "aside and register anew"
+        )
     key = SigningKey.from_seed(key_type, entropy(_SEED_BYTES[key_type]))
     try:
         write_private(folder / KEY_FILE, key.to_pem())

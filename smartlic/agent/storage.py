@@ -66,14 +66,21 @@ def write_private(path: Path, data: bytes) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(tmp, flags, PRIVATE_MODE)
     try:
-        os.fchmod(fd, PRIVATE_MODE)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+        try:
+            os.fchmod(fd, PRIVATE_MODE)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        # A half-written temporary file (a full disk) would stay beside the state for good,
+        # taking the space the next attempt needs.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     sync_directory(path.parent)
 
 
@@ -95,15 +102,19 @@ class FileStorage:
         self.previous = self.path.with_name(STATE_FILE + ".prev")
         self.warning: str | None = None
         """Set by :meth:`load` when it had to fall back to the previous copy."""
+        self._current_damaged = False
+        """Set by :meth:`load` on that fall-back: until a save replaces the current file, the
+        previous copy is the only good one, and must not be replaced by the damaged file."""
 
     def save(self, snapshot: Snapshot) -> None:
         data = encode_snapshot(snapshot)
         try:
-            if self.path.exists():
+            if not self._current_damaged and self.path.exists():
                 self._keep_previous()
             write_private(self.path, data)
         except OSError as exc:
             raise StateFileError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._current_damaged = False
 
     def _keep_previous(self) -> None:
         # A hard link keeps the current file in place while the new one is written: whatever
@@ -129,6 +140,7 @@ class FileStorage:
 
     def load(self) -> Snapshot | None:
         self.warning = None
+        self._current_damaged = False
         try:
             current = self._read(self.path)
         except StateFileError as exc:
@@ -153,6 +165,7 @@ class FileStorage:
             f"{problem}; recovered from the previous copy {self.previous.name} "
             "(report numbers jump ahead so none is reused)"
         )
+        self._current_damaged = True
         # Not marked clean: the core jumps its sequence numbers ahead, as after a crash.
         return _unclean(previous)
 

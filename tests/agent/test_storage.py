@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import hashlib
 import os
 import stat
@@ -32,7 +34,7 @@ from smartlic.agent.statedir import (
     open_core,
 )
 from smartlic.agent.states import LicenseState
-from smartlic.agent.storage import FileStorage, MemoryStorage
+from smartlic.agent.storage import FileStorage, MemoryStorage, write_private
 from smartlic.agent.timekeeping import Deadline
 from smartlic.protocol import KeyType, Udi
 
@@ -187,6 +189,64 @@ def test_a_recovered_copy_makes_the_core_jump_its_sequence_numbers(tmp_path: Pat
     assert core.recovered_unclean
 
 
+def _damage_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_the_first_save_after_a_recovery_keeps_the_good_previous_copy(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    first = registered_snapshot()
+    storage.save(first)
+    storage.save(dataclasses.replace(first, next_seq=first.next_seq + 1))
+    _damage_last_byte(tmp_path / "state.cbor")
+    recovered = storage.load()
+    assert recovered is not None
+
+    storage.save(recovered)
+
+    assert first == decode_snapshot((tmp_path / "state.cbor.prev").read_bytes())
+
+
+def test_saves_after_the_first_since_a_recovery_keep_the_previous_copy_again(
+    tmp_path: Path,
+) -> None:
+    storage = FileStorage(tmp_path)
+    first = registered_snapshot()
+    storage.save(first)
+    storage.save(first)
+    _damage_last_byte(tmp_path / "state.cbor")
+    recovered = storage.load()
+    assert recovered is not None
+    storage.save(recovered)
+
+    storage.save(dataclasses.replace(recovered, next_seq=recovered.next_seq + 1))
+
+    assert recovered == decode_snapshot((tmp_path / "state.cbor.prev").read_bytes())
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync"])
+def test_a_failed_private_write_leaves_no_temporary_file_and_the_old_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    path = tmp_path / "state.cbor"
+    path.write_bytes(b"old")
+
+    def disk_full(*_: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, failing, disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_private(path, b"new state")
+    monkeypatch.undo()
+
+    assert (["state.cbor"], b"old") == (
+        sorted(p.name for p in tmp_path.iterdir()),
+        path.read_bytes(),
+    )
+
+
 def test_memory_storage_can_exercise_the_file_format() -> None:
     storage = MemoryStorage(encode=True)
     snapshot = registered_snapshot()
@@ -221,6 +281,18 @@ def test_a_damaged_key_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / KEY_FILE).write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n")
     with pytest.raises(StateFileError, match="is damaged"):
         load_or_create_key(tmp_path, KeyType.ED25519, os.urandom)
+
+
+@pytest.mark.parametrize("state_file", ["state.cbor", "state.cbor.prev"])
+def test_a_lost_key_beside_a_state_is_an_error_and_no_new_key_is_made(
+    tmp_path: Path, state_file: str
+) -> None:
+    """The state belongs to the lost key: a new one could never speak for that device."""
+    (tmp_path / state_file).write_bytes(encode_snapshot(registered_snapshot()))
+
+    with pytest.raises(StateFileError, match=r"key\.pem is missing"):
+        load_or_create_key(tmp_path, KeyType.ED25519, os.urandom)
+    assert not (tmp_path / KEY_FILE).exists()
 
 
 def test_a_state_directory_of_another_device_is_refused(tmp_path: Path) -> None:
