@@ -3,7 +3,9 @@
 It gets the new and the previous state as its last two arguments and in the environment
 (``SMARTLIC_STATE``, ``SMARTLIC_PREVIOUS_STATE``, ``SMARTLIC_EVENT``, ``SMARTLIC_UDI``), so a
 device can enforce (turn features off) or alert. Hooks run one at a time, in order, without
-blocking the agent; one that overruns its timeout is killed.
+blocking the agent; one that overruns its timeout is killed. At shutdown the agent waits a
+little for them (:meth:`HookRunner.finish`); then one still running is killed, and each change
+whose hook never ran is logged.
 """
 
 from __future__ import annotations
@@ -83,8 +85,30 @@ class HookRunner:
         self._started = time.monotonic()
 
     def finish(self, timeout: float) -> None:
-        """At shutdown: give queued and running hooks up to ``timeout`` seconds in total."""
+        """At shutdown: give queued and running hooks up to ``timeout`` seconds in total.
+
+        Then a hook still running is killed and the changes still queued are dropped, each
+        with a warning: nothing is left running behind the agent, nor dropped unsaid.
+        """
         deadline = time.monotonic() + timeout
         while self.busy and time.monotonic() < deadline:
             self.pump()
             time.sleep(0.05)
+        running, self._running = self._running, None
+        status = None if running is None else running.poll()
+        if running is not None and status is None:
+            name = self.argv[0]
+            log.warning("hook %s still running at shutdown after %g s: killed", name, timeout)
+            running.kill()
+            running.wait()
+        elif status:
+            # It ended between the last pump and now: said as pump would have said it.
+            log.warning("hook %s exited with status %s", self.argv[0], status)
+        while self._queue:
+            change = self._queue.popleft()
+            log.warning(
+                "hook %s not run at shutdown: the change to %s (from %s)",
+                self.argv[0],
+                change.state.value,
+                change.previous.value,
+            )

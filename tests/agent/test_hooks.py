@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from smartlic.agent.hooks import HookRunner
 from smartlic.agent.states import LicenseEvent, LicenseState
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 UDI = "ISR4331/K9:FOC0001"
@@ -105,6 +107,65 @@ def test_a_hook_that_overruns_its_timeout_is_killed_and_the_next_one_runs(
     assert not runner.busy
     assert time.monotonic() - started < 5.0
     assert 2 == sum("overran" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def started_hooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Every hook process the runner starts; any left running is killed afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process: subprocess.Popen[bytes] = real_popen(*args, **kwargs)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _slow_hook(tmp_path: Path) -> str:
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\ntime.sleep(60)\n", encoding="utf-8")
+    return f"{sys.executable} {slow}"
+
+
+def test_at_shutdown_a_hook_still_running_at_the_deadline_is_killed(
+    tmp_path: Path,
+    started_hooks: list[subprocess.Popen[bytes]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runner = HookRunner(_slow_hook(tmp_path), udi=UDI, timeout=60.0)
+    runner.state_changed(_change(LicenseState.REGISTERED, LicenseState.AUTHORIZED))
+
+    with caplog.at_level(logging.WARNING, logger="smartlic.agent"):
+        runner.finish(timeout=0.3)
+
+    assert ([True], False) == ([p.poll() is not None for p in started_hooks], runner.busy)
+    assert 1 == sum("still running at shutdown" in r.getMessage() for r in caplog.records)
+
+
+def test_at_shutdown_a_change_whose_hook_never_ran_is_logged_naming_its_state(
+    tmp_path: Path,
+    started_hooks: list[subprocess.Popen[bytes]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runner = HookRunner(_slow_hook(tmp_path), udi=UDI, timeout=60.0)
+    runner.state_changed(_change(LicenseState.REGISTERED, LicenseState.AUTHORIZED))
+    runner.state_changed(_change(LicenseState.AUTHORIZED, LicenseState.OUT_OF_COMPLIANCE))
+
+    with caplog.at_level(logging.WARNING, logger="smartlic.agent"):
+        runner.finish(timeout=0.3)
+
+    dropped = f"hook {sys.executable} not run at shutdown: the change to OUT_OF_COMPLIANCE"
+    assert 1 == len(started_hooks)
+    assert [f"{dropped} (from AUTHORIZED)"] == [
+        r.getMessage() for r in caplog.records if "not run" in r.getMessage()
+    ]
 
 
 def test_a_hook_that_fails_is_logged_with_its_status(caplog: pytest.LogCaptureFixture) -> None:
