@@ -58,6 +58,12 @@ def test_the_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> N
         ("[collector]\nmqtt_protocol = '4'\n", "not one of"),
         ("[collector]\nbrokr = 'x'\n", "unknown settings brokr"),
         ("[collector\n", "not valid TOML"),
+        ("[collector]\nclient_id = 5\n", "client_id: 5 is not text"),
+        ("[collector]\nmqtt_protocol = 5\n", 'write it in quotes: "5"'),
+        ("[collector]\nbatch_size = '1_000'\n", "batch_size: '1_000' is not a whole number"),
+        ("[collector]\nclock_skew = true\n", "clock_skew: True is not a number"),
+        ("[collector]\nreceipt_retention_days = 100000000000\n", "at most 36,600"),
+        (f"[collector]\nbatch_size = {'9' * 5000}\n", "not valid TOML"),
     ],
 )
 def test_a_bad_setting_is_refused_with_its_name(tmp_path: Path, content: str, message: str) -> None:
@@ -66,6 +72,19 @@ def test_a_bad_setting_is_refused_with_its_name(tmp_path: Path, content: str, me
 
     with pytest.raises(ConfigError, match=message):
         load_config(file, env={})
+
+
+def test_a_whole_number_in_the_file_is_a_number_of_milliseconds_too(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text("[collector]\nbatch_linger_ms = 5\n")
+
+    assert 5.0 == load_config(file, env={}).batch_linger_ms
+
+
+def test_text_from_the_environment_becomes_the_settings_type() -> None:
+    config = load_config(None, env={"SMARTLIC_BATCH_SIZE": "1000", "SMARTLIC_CLIENT_ID": "5"})
+
+    assert (1000, "5") == (config.batch_size, config.client_id)
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from smartlic.mqtt.url import BrokerAddress, BrokerUrlError, TlsSettings, parse_broker_url
+from smartlic.protocol.fields import TIME_MAX
 from smartlic.protocol.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP
 
 if TYPE_CHECKING:
@@ -89,6 +90,16 @@ _CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("auto", "json", "console"),
 }
+_AT_MOST: Final[Mapping[str, int]] = {
+    # Beyond these a setting is a typo, and some would overflow SQLite's integers (a cutoff
+    # of receipt_retention_days) or the protocol's timestamps (clock_skew, time_origin).
+    "clock_skew": 366 * 86_400,
+    "batch_size": 100_000,
+    "intake_limit": 10_000_000,
+    "crypto_workers": 256,
+    "receipt_retention_days": 100 * 366,
+    "time_origin": TIME_MAX,
+}
 _POSITIVE: Final = frozenset(
     {
         "batch_size",
@@ -110,17 +121,19 @@ def load_config(
     """Merge the layers; every value is checked and converted to its field's type."""
     values: dict[str, Any] = {}
     if file is not None:
-        values.update(_from_toml(file))
+        values.update({n: _convert(n, v, text=False) for n, v in _from_toml(file).items()})
     environment = os.environ if env is None else env
     values.update(
         {
-            name: environment[ENV_PREFIX + name.upper()]
+            name: _convert(name, environment[ENV_PREFIX + name.upper()], text=True)
             for name in _FIELDS
             if ENV_PREFIX + name.upper() in environment
         }
     )
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return ServiceConfig(**{name: _convert(name, value) for name, value in values.items()})
+    values.update(
+        {k: _convert(k, v, text=True) for k, v in (overrides or {}).items() if v is not None}
+    )
+    return ServiceConfig(**values)
 
 
 def _from_toml(file: Path) -> dict[str, Any]:
@@ -128,7 +141,11 @@ def _from_toml(file: Path) -> dict[str, Any]:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {file} is not UTF-8 text") from None
+    # tomllib lets two more through as they are: ValueError for an integer past CPython's
+    # 4300-digit limit, RecursionError for arrays nested a few thousand deep.
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
     table = data.get("collector", data)
     if not isinstance(table, dict):
@@ -139,31 +156,50 @@ def _from_toml(file: Path) -> dict[str, Any]:
     return table
 
 
-def _convert(name: str, value: Any) -> Any:  # noqa: ANN401 -- values come from TOML, env or flags
+def _convert(name: str, value: Any, *, text: bool) -> Any:  # noqa: ANN401 -- values come from TOML, env or flags
     if name not in _FIELDS:
         raise ConfigError(f"unknown setting {name!r}")
-    converted = _typed(name, value)
+    converted = _typed(name, value) if text else _toml_typed(name, value)
     if name in _CHOICES and converted not in _CHOICES[name]:
         raise ConfigError(f"setting {name}: {value!r} is not one of {', '.join(_CHOICES[name])}")
     if name in _POSITIVE and converted <= 0:
         raise ConfigError(f"setting {name} must be positive, not {value!r}")
     if name in ("clock_skew", "crypto_workers") and converted < 0:
         raise ConfigError(f"setting {name} cannot be negative")
+    if name in _AT_MOST and converted > _AT_MOST[name]:
+        raise ConfigError(f"setting {name} is at most {_AT_MOST[name]:,}, not {value!r}")
     return converted
 
 
-def _typed(name: str, value: Any) -> Any:  # noqa: ANN401 -- values come from TOML, env or flags
-    """``value`` as the setting's type. The environment and flags give text, TOML its own
-    types: a TOML value of another type (a list, a date, ``true`` for a number) is refused
-    rather than turned into something nobody wrote."""
+def _toml_typed(name: str, value: Any) -> Any:  # noqa: ANN401 -- values come from TOML
+    """``value`` from the TOML file, which has types of its own: one of another type than the
+    setting's (a list, a date, ``5`` for text, ``"1_000"`` for a count) is refused rather than
+    turned into something nobody wrote. A whole number is a number of seconds too."""
+    default = _FIELDS[name].default
+    if isinstance(default, int | float) and isinstance(value, bool):
+        raise ConfigError(f"setting {name}: {value!r} is not a number")
+    if isinstance(default, float) and isinstance(value, int | float):
+        return _finite(name, value)
+    if isinstance(default, int) and isinstance(value, int):
+        return value
+    if isinstance(default, int | float):
+        kind = "whole number" if isinstance(default, int) else "number"
+        raise ConfigError(f"setting {name}: {value!r} is not a {kind} (write it without quotes)")
+    if not isinstance(value, str):
+        hint = f' (write it in quotes: "{value}")' if isinstance(value, int | float) else ""
+        raise ConfigError(f"setting {name}: {value!r} is not text{hint}")
+    return _typed(name, value)
+
+
+def _typed(name: str, value: Any) -> Any:  # noqa: ANN401 -- values come from env or flags
+    """``value`` as the setting's type: the environment and flags give text (tests may give
+    the type itself)."""
     default = _FIELDS[name].default
     kind = str(_FIELDS[name].type)
     if "Path" in kind:
         if not isinstance(value, str | os.PathLike):
             raise ConfigError(f"setting {name}: {value!r} is not a path")
         return Path(value).expanduser()
-    if isinstance(default, bool):
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}")
     if isinstance(default, int):
