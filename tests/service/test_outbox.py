@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 from smartlic.collector.devices import find_devices
 from smartlic.collector.service import service as service_module
+from smartlic.collector.service.ingest import Ingest
 from smartlic.collector.service.notices import NoticeRequest, number_notices
 from smartlic.collector.service.outbox import forget_pushes, queue_pushes, unsent_pushes
 from smartlic.collector.store import StoreError, open_store
@@ -155,3 +156,35 @@ async def test_an_outbox_of_more_than_a_page_goes_out_whole_at_start_up(
         async with asyncio.timeout(5):
             while await _outbox_rows(collector_site):
                 await asyncio.sleep(0.1)
+
+
+async def test_a_push_of_the_last_batch_before_a_clean_stop_leaves_the_outbox(
+    collector_site: Site,
+    mosquitto: MosquittoBroker,
+    make_device: MakeDevice,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stopping paused reading, so the PUBACK of the last batch's pushes went unread and
+    their rows stayed: the next start sent the same notice again."""
+    await collector_site.deposit("PO-1", quantity=2)
+    short, other = await make_device(), await make_device()
+    commit = Ingest.commit
+    deciding = asyncio.Event()
+
+    async def slow_commit(self: Ingest, *args: Any) -> Any:
+        deciding.set()
+        await asyncio.sleep(0.5)
+        return await commit(self, *args)
+
+    async with running_service(collector_site, mosquitto) as service:
+        for device in (short, other):
+            await device.register(await collector_site.token())
+        assert isinstance(await other.report({TAG: 1}), Authorization)
+        monkeypatch.setattr(Ingest, "commit", slow_commit)
+        await short.send(short.report_bytes({TAG: 2}))
+        await deciding.wait()
+        service.stop()
+    pushed = await other.expect(lambda m: isinstance(m, OutOfComplianceNotice))
+
+    assert 0 == await _outbox_rows(collector_site)
+    assert 1 == pushed.tags[TAG].shortfall

@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 RESEND_PAGE: Final = 10_000
 """Outbox rows read at a time to send again after a (re)connection: the publish window."""
+SHUTDOWN_ACK_WAIT: Final = 3.0
+"""Seconds a clean shutdown waits for the broker to acknowledge the last pushes."""
 PRUNE_EVERY: Final = 3600.0
 """Seconds between prunings of old report answers; the first comes at start-up."""
 log = structlog.get_logger("smartlic.collector")
@@ -85,6 +87,10 @@ class CollectorService:
         self._delivered: list[int] = []
         self._resend_wanted = False
         self._outbox_wake = asyncio.Event()
+        self._pushes_settled = asyncio.Event()
+        """Set when no push awaits its PUBACK any more, or the connection is gone."""
+        self._acks_settled = asyncio.Event()
+        """Set at shutdown once the last pushes' PUBACKs came, or were waited for long enough."""
         self.processed = 0
         self.started = asyncio.Event()
         self._client: NativeMqttClient | None = None
@@ -204,9 +210,24 @@ class CollectorService:
         try:
             await self._stopping.wait()
             await self._drained.wait()
+            await self._await_last_acknowledgements(client)
         finally:
+            self._acks_settled.set()
+            self._outbox_wake.set()
             await client.disconnect()
             await runner
+
+    async def _await_last_acknowledgements(self, client: NativeMqttClient) -> None:
+        """Read on, briefly, until the broker has acknowledged the last pushes: their outbox
+        rows then go now, rather than the pushes going out again at the next start. What is
+        read meanwhile is not acknowledged, so the broker delivers it again then."""
+        if not self._outbox_mids or not client.connected:
+            return
+        self._pushes_settled.clear()
+        client.resume_reading()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_ACK_WAIT):
+                await self._pushes_settled.wait()
 
     def _connected(self, session_present: bool) -> None:  # noqa: FBT001 -- the clients' callback shape
         log.info("collector.connected", session_present=session_present)
@@ -230,8 +251,11 @@ class CollectorService:
         outbox_id = self._outbox_mids.pop(mid, None)
         if outbox_id is not None:
             self._delivered.append(outbox_id)
+        if not self._outbox_mids:
+            self._pushes_settled.set()
 
     def _disconnected(self) -> None:
+        self._pushes_settled.set()
         if not self._stopping.is_set():
             log.warning("collector.broker_lost")
 
@@ -419,20 +443,20 @@ class CollectorService:
     async def _outbox_loop(self) -> None:
         store = self._require_store()
         last_prune: float | None = None
-        while not (self._stopping.is_set() and not self._outbox_mids):
+        while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await self._outbox_wake.wait()
             self._outbox_wake.clear()
+            # Seen before this round's work: a round that ends after the last PUBACKs were
+            # settled has forgotten what they delivered.
+            last_round = self._acks_settled.is_set()
             resend, self._resend_wanted = self._resend_wanted, False
             try:
                 if resend:
                     await self._resend_outbox()
                     resend = False
-                if delivered := self._delivered[:]:
-                    async with store.write() as tx:
-                        await forget_pushes(tx, delivered)
-                    del self._delivered[: len(delivered)]
+                await self._forget_delivered(store)
                 if last_prune is None or time.monotonic() - last_prune > PRUNE_EVERY:
                     await self._prune_receipts()
                     last_prune = time.monotonic()
@@ -441,8 +465,17 @@ class CollectorService:
                 log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
                     "collector.store_failed", task="outbox", error=str(exc)
                 )
-            if self._stopping.is_set() and self._drained.is_set():
+                if last_round:
+                    return
+            if last_round:
                 return
+
+    async def _forget_delivered(self, store: Store) -> None:
+        """Delete the outbox rows of the pushes the broker has acknowledged."""
+        if delivered := self._delivered[:]:
+            async with store.write() as tx:
+                await forget_pushes(tx, delivered)
+            del self._delivered[: len(delivered)]
 
     async def _resend_outbox(self) -> None:
         """Everything in the outbox the client does not hold, a page at a time: after a crash
