@@ -3,7 +3,7 @@
 Every setting of :class:`~smartlic.agent.config.AgentConfig` is a flag (``--state-dir``) and a
 key of the ``--config`` TOML file (``state_dir``); flags win. Errors are one line on stderr,
 never a traceback. Exit status: 0 done, 1 refused or failed, 2 bad configuration or usage,
-3 no answer from the collector in time.
+3 no answer from the collector in time, 128 + N stopped by signal N (130: Ctrl-C) while waiting.
 
 paho is imported only by the commands that talk to the broker, so ``status`` stays light.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -31,14 +32,17 @@ from smartlic.agent.settings import CoreSettings
 from smartlic.agent.statedir import load_or_create_key, locked, open_core, prepare
 from smartlic.agent.status import status_of
 from smartlic.agent.storage import FileStorage
-from smartlic.protocol import ProtocolError, format_fingerprint
+from smartlic.mqtt.url import BrokerUrlError
+from smartlic.protocol import ProtocolError, format_fingerprint, parse_token
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from smartlic.agent.actions import Action
     from smartlic.agent.core import AgentCore
+    from smartlic.agent.daemon import Outcome
     from smartlic.agent.storage import Storage
+    from smartlic.mqtt.url import BrokerAddress
 
 PROG: Final = "smartlic-agent"
 EXIT_REFUSED: Final = 1
@@ -180,47 +184,67 @@ def _open(config: AgentConfig) -> tuple[AgentCore, FileStorage]:
     return core, storage
 
 
+def _broker_address(config: AgentConfig) -> BrokerAddress:
+    """The broker's address with its TLS files loaded: an unusable one is a ConfigError here,
+    before the state directory is opened, not a traceback once the daemon builds its client."""
+    address = config.broker_address()
+    if address.tls is not None:
+        try:
+            address.tls.context()
+        except BrokerUrlError as exc:
+            raise ConfigError(str(exc)) from None
+    return address
+
+
 def _talk(
     config: AgentConfig,
     core: AgentCore,
     storage: Storage,
     first: Callable[[float], list[Action]],
     until: Callable[[Action], bool],
-) -> tuple[Action | None, str | None]:
+) -> Outcome:
     from smartlic.agent.daemon import Daemon  # noqa: PLC0415 -- paho only when talking
 
     daemon = Daemon(config, core, storage, entropy=os.urandom, require_broker=True)
-    outcome = daemon.run(first=first, until=until, timeout=config.register_timeout)
-    return outcome.finished_by, outcome.last_error
+    return daemon.run(first=first, until=until, timeout=config.register_timeout)
 
 
-def _no_answer(config: AgentConfig, last_error: str | None, what: str) -> int:
-    problem = f" ({last_error})" if last_error else ""
-    _err(
-        f"no answer from the collector within {config.register_timeout:g} s{problem}. "
+def _no_answer(config: AgentConfig, outcome: Outcome, what: str) -> int:
+    pending = (
         f"The {what} request stays pending: 'smartlic-agent run' completes it when the answer "
-        "arrives.",
+        "arrives."
     )
+    if outcome.stopped_by is not None:
+        # The daemon's handler caught the Ctrl-C (or SIGTERM), so it never reached main() as
+        # a KeyboardInterrupt: exit as the shell expects of a process stopped by that signal.
+        _err(f"interrupted ({signal.Signals(outcome.stopped_by).name}). {pending}")
+        return 128 + outcome.stopped_by
+    problem = f" ({outcome.last_error})" if outcome.last_error else ""
+    _err(f"no answer from the collector within {config.register_timeout:g} s{problem}. {pending}")
     return EXIT_NO_ANSWER
 
 
 def _register(config: AgentConfig, args: argparse.Namespace) -> int:
     token = args.token if args.token is not None else _read_token(args.token_file)
+    # A malformed token is refused before the state directory is even opened: once the daemon
+    # runs, the state says "running" until it stops cleanly.
+    parse_token(token)
+    _broker_address(config)
     folder = prepare(config.state_dir)
     with locked(folder):
-        config.broker_address()
         core, storage = _open(config)
         if core.state.registered:
             raise AgentError(
                 f"{core.udi} is already registered ({core.state.value}): deregister it first"
             )
-        finished, last_error = _talk(
+        outcome = _talk(
             config,
             core,
             storage,
             lambda now: core.register(token, now),
             lambda a: isinstance(a, RegistrationSucceeded | RegistrationRefused),
         )
+    finished = outcome.finished_by
     if isinstance(finished, RegistrationSucceeded):
         _out(
             f"registered {core.udi} in smart account {finished.smart_account!r}, virtual account "
@@ -233,7 +257,7 @@ def _register(config: AgentConfig, args: argparse.Namespace) -> int:
             f"registration refused: {explain(finished.code, finished.message)}",
         )
         return EXIT_REFUSED
-    return _no_answer(config, last_error, "registration")
+    return _no_answer(config, outcome, "registration")
 
 
 def _read_token(path: Path) -> str:
@@ -255,14 +279,15 @@ def _deregister(config: AgentConfig, args: argparse.Namespace) -> int:
             return 0
         if not core.state.registered:
             raise AgentError(f"{core.udi} is not registered ({core.state.value})")
-        config.broker_address()
-        finished, last_error = _talk(
+        _broker_address(config)
+        outcome = _talk(
             config,
             core,
             storage,
             core.deregister,
             lambda a: isinstance(a, Deregistered | DeregistrationRefused),
         )
+    finished = outcome.finished_by
     if isinstance(finished, Deregistered):
         _out(f"deregistered {core.udi}; it is in {core.state.value} now")
         return 0
@@ -271,12 +296,14 @@ def _deregister(config: AgentConfig, args: argparse.Namespace) -> int:
             f"deregistration refused: {explain(finished.code, finished.message)}",
         )
         return EXIT_REFUSED
-    return _no_answer(config, last_error, "deregistration")
+    return _no_answer(config, outcome, "deregistration")
 
 
 def _run(config: AgentConfig, _args: argparse.Namespace) -> int:
     from smartlic.agent.daemon import Daemon  # noqa: PLC0415 -- keeps `status` light
 
+    if config.broker:
+        _broker_address(config)
     folder = prepare(config.state_dir)
     with locked(folder):
         core, storage = _open(config)

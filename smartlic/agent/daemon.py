@@ -38,11 +38,12 @@ from smartlic.agent.actions import (
     ReportQueued,
     StateChanged,
 )
-from smartlic.agent.errors import AgentError
+from smartlic.agent.errors import AgentError, ConfigError, LocalAgentError
 from smartlic.agent.hooks import HookRunner
 from smartlic.agent.retry import backoff_delay, unit_interval
 from smartlic.agent.sources import UsageCommand, UsageFile
 from smartlic.agent.usage import UsageError
+from smartlic.mqtt.url import BrokerUrlError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,6 +74,8 @@ class Outcome:
     timed_out: bool = False
     last_error: str | None = None
     """The last connection problem, to explain a timeout."""
+    stopped_by: int | None = None
+    """The signal (SIGTERM, SIGINT) that ended the run, if one did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +114,17 @@ class Daemon:
         elif config.usage_command is not None:
             self.usage = UsageCommand(config.usage_command)
         self._usage_problem: str | None = None
+        # On the monotonic clock, like every other timer of the loop: a wall clock stepped
+        # back (NTP) must not stop the polls until it has caught up again.
         self._next_usage_poll = 0.0
         self._mids: dict[int, Publish] = {}
         self._socket_open = False
         self._attempt = 0
         self._reconnect_at = 0.0
+        self._subscribed_at: float | None = None
+        self._refusal: str | None = None
         self._stopping = False
+        self._stopped_by: int | None = None
         self._until: Callable[[Action], bool] | None = None
         self._finished_by: Action | None = None
         self._last_error: str | None = None
@@ -135,7 +143,13 @@ class Daemon:
         if address.username is not None:
             client.username_pw_set(address.username, address.password)
         if address.tls is not None:
-            client.tls_set_context(address.tls.context())
+            try:
+                context = address.tls.context()
+            except BrokerUrlError as exc:
+                # A CA or certificate file that cannot be read is bad configuration, not a
+                # crash: a one-line error and exit status 2, before the state is touched.
+                raise ConfigError(str(exc)) from None
+            client.tls_set_context(context)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -152,6 +166,7 @@ class Daemon:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
             properties.SessionExpiryInterval = SESSION_EXPIRY_NEVER
             kwargs = {"clean_start": False, "properties": properties}
+        self._refusal = None
         try:
             rc = link.client.connect(
                 link.address.host, link.address.port, self.config.keepalive, **kwargs
@@ -186,7 +201,7 @@ class Daemon:
         _props: Properties | None,
     ) -> None:
         if reason.is_failure:
-            self._last_error = f"the broker refused the connection: {reason}"
+            self._refuse(f"the broker refused the connection: {reason}")
             log.error("%s", self._last_error)
             return
         log.info(
@@ -208,12 +223,18 @@ class Daemon:
         _props: Properties | None,
     ) -> None:
         if any(r.is_failure for r in reasons):
-            self._last_error = f"the broker refused the subscription to {self.core.downlink}"
+            self._refuse(f"the broker refused the subscription to {self.core.downlink}")
             log.error("%s (check its ACL)", self._last_error)
             client.disconnect()
             return
-        self._attempt = 0
+        self._refusal = None
+        self._subscribed_at = time.monotonic()
         self._execute(self.core.connected(time.time()))
+
+    def _refuse(self, refusal: str) -> None:
+        """Remember why the broker turned this connection down: the disconnection that
+        follows must not hide it behind "connection lost"."""
+        self._refusal = self._last_error = refusal
 
     def _on_message(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
         # paho sends the PUBACK after this returns: the state is saved before the broker
@@ -243,9 +264,21 @@ class Daemon:
         self._socket_open = False
         client.drop_out_messages()
         self._mids.clear()
+        subscribed_at, self._subscribed_at = self._subscribed_at, None
+        # The backoff starts over only after a connection that stayed up a keep-alive
+        # interval: a broker that drops every session right after the SUBACK (an ACL that
+        # refuses our publish, a packet over its size limit) is retried less and less often,
+        # not every second for ever.
+        if subscribed_at is not None and time.monotonic() - subscribed_at >= self.config.keepalive:
+            self._attempt = 0
         if not self._stopping:
-            self._last_error = f"connection to {self.broker} lost: {reason}"
-            log.warning("%s; reconnecting in %.0f s", self._last_error, self._schedule_reconnect())
+            if self._refusal is None:
+                self._last_error = f"connection to {self.broker} lost: {reason}"
+                log.warning(
+                    "%s; reconnecting in %.0f s", self._last_error, self._schedule_reconnect()
+                )
+            else:
+                log.info("reconnecting in %.0f s", self._schedule_reconnect())
         self._execute(self.core.disconnected(time.time()))
 
     # ---- actions -----------------------------------------------------------------------
@@ -279,12 +312,14 @@ class Daemon:
     # ---- usage -------------------------------------------------------------------------
 
     def _poll_usage(self, now: float) -> None:
-        if self.usage is None or now < self._next_usage_poll:
+        """Poll the usage source if it is due; ``now`` is the wall time the core is given."""
+        due = time.monotonic()
+        if self.usage is None or due < self._next_usage_poll:
             return
         interval = self.config.usage_interval
         if isinstance(self.usage, UsageFile):
             interval = min(FILE_POLL, interval)
-        self._next_usage_poll = now + interval
+        self._next_usage_poll = due + interval
         try:
             counts = self.usage.poll()
         except UsageError as exc:
@@ -303,6 +338,7 @@ class Daemon:
     def _stop_signal(self, signum: int, _frame: object) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
         self._stopping = True
+        self._stopped_by = signum
 
     def run(
         self,
@@ -322,7 +358,13 @@ class Daemon:
             self._execute(self.core.start(now))
             self._poll_usage(now)
             if first is not None:
-                self._execute(first(now))
+                try:
+                    self._execute(first(now))
+                except LocalAgentError:
+                    # Refused before anything was sent (a malformed token): the run ends as
+                    # cleanly as a SIGTERM would end it, or the next one would think it crashed.
+                    self._shutdown()
+                    raise
             while not self._stopping and self._finished_by is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
@@ -342,6 +384,7 @@ class Daemon:
             finished_by=self._finished_by,
             timed_out=self._finished_by is None and not self._stopping,
             last_error=self._last_error,
+            stopped_by=self._stopped_by,
         )
 
     def _step(self) -> None:
@@ -351,14 +394,18 @@ class Daemon:
         if timer is not None:
             wait = min(wait, max(0.0, timer - now))
         if self.usage is not None:
-            wait = min(wait, max(0.0, self._next_usage_poll - now))
+            wait = min(wait, max(0.0, self._next_usage_poll - time.monotonic()))
         link = self.link
         if link is not None and not self._socket_open and time.monotonic() >= self._reconnect_at:
             self._connect(link)
         if link is not None and self._socket_open:
             link.client.loop(timeout=wait)
         else:
-            time.sleep(min(wait, max(0.0, self._reconnect_at - time.monotonic())) or 0.01)
+            if link is not None:
+                # Between connection attempts: wake up for the next one. Offline (no link)
+                # there is none, and ``_reconnect_at`` (0.0) would make this a busy loop.
+                wait = min(wait, max(0.0, self._reconnect_at - time.monotonic()))
+            time.sleep(wait or 0.01)
         now = time.time()
         self._poll_usage(now)
         timer = self.core.next_timer()

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_support import UDI, Harness, device_key, new_core
+from agent_support import T0, UDI, Harness, device_key, new_core
 from smartlic.agent import cli
 from smartlic.agent.config import KEYS, AgentConfig, build_config, read_config_file
 from smartlic.agent.errors import ConfigError, explain
@@ -127,6 +127,52 @@ def test_register_with_a_malformed_token_explains_it(
     err = capsys.readouterr().err
     assert 1 == code
     assert "malformed registration token" in err
+
+
+def test_register_with_a_malformed_token_leaves_the_state_as_it_was(tmp_path: Path) -> None:
+    """The state of a stopped agent stays clean: the next run does not jump its numbers."""
+    write_private(tmp_path / KEY_FILE, device_key().to_pem())
+    harness = Harness(new_core(), storage=FileStorage(tmp_path))  # type: ignore[arg-type]
+    harness.start()
+    harness.run(harness.core.stop(T0), T0)
+    before = FileStorage(tmp_path).load()
+    assert before is not None
+    code = cli.main(
+        [
+            "register",
+            "--token",
+            "slt1_garbage",
+            "--state-dir",
+            str(tmp_path),
+            "--broker",
+            "mqtt://127.0.0.1:9",
+        ]
+    )
+    assert (1, before) == (code, FileStorage(tmp_path).load())
+
+
+def test_register_with_an_unreadable_tls_file_is_a_config_error_before_any_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = Harness(new_core()).script.token()
+    code = cli.main(
+        [
+            "register",
+            "--token",
+            token,
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--udi",
+            str(UDI),
+            "--broker",
+            "mqtts://127.0.0.1:9",
+            "--tls-ca",
+            str(tmp_path / "missing.pem"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert (2, 1, False) == (code, err.count("\n"), (tmp_path / "state").exists())
+    assert err.startswith("smartlic-agent: TLS settings cannot be used")
 
 
 def test_register_without_a_broker_is_a_config_error(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from scripted_collector import CollectorScript, MqttCollector, wait_for
 from smartlic.agent.storage import FileStorage
+from smartlic.mqtt.broker import MosquittoBroker, free_port
 from smartlic.protocol import ErrorCode, Udi
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from smartlic.agent.snapshot import Snapshot
-    from smartlic.mqtt.broker import MosquittoBroker
 
 UDI = "ISR4331/K9:FOC77"
 DEVICE = Udi.parse(UDI).device_id
@@ -304,3 +304,100 @@ def test_a_killed_agent_resends_its_unanswered_report_and_jumps_ahead(
     wait_for(lambda: [r.counts.get(TAG) for r in collector.script.reports][-1:] == [5])
     assert 0 == agent.stop()[0]
     assert [1, 2, 1003] == [r.seq for r in collector.script.reports]
+
+
+def test_run_with_an_unreadable_tls_file_is_a_one_line_config_error(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    ran = subprocess.run(
+        [
+            *AGENT,
+            "run",
+            "--state-dir",
+            str(folder),
+            "--udi",
+            UDI,
+            "--broker",
+            "mqtts://127.0.0.1:9",
+            "--tls-ca",
+            str(tmp_path / "missing.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (2, 1, False) == (
+        ran.returncode,
+        ran.stderr.count("\n"),
+        (folder / "state.cbor").exists(),
+    )
+    assert ran.stderr.startswith("smartlic-agent: TLS settings cannot be used")
+
+
+@pytest.fixture
+def password_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A Mosquitto that lets in only ``device`` with the password ``pw``."""
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "device", "pw"], check=True)
+    port = free_port()
+    broker = MosquittoBroker(
+        tmp_path / "broker",
+        port=port,
+        listeners=f"""per_listener_settings true
+listener {port} 127.0.0.1
+allow_anonymous false
+password_file {passwd}""",
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
+def test_a_register_timeout_names_the_brokers_refusal(
+    tmp_path: Path, password_broker: MosquittoBroker
+) -> None:
+    script = CollectorScript(entitled={TAG: 5})
+    waited = subprocess.run(
+        [
+            *AGENT,
+            "register",
+            "--token",
+            script.token(),
+            "--register-timeout",
+            "3",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--udi",
+            UDI,
+            "--broker",
+            f"mqtt://device:wrong@127.0.0.1:{password_broker.port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    last_line = waited.stderr.splitlines()[-1]
+    assert 3 == waited.returncode
+    assert "(the broker refused the connection: Not authorized)" in last_line
+
+
+def test_ctrl_c_while_register_waits_says_interrupted_and_exits_130(agent: Agent) -> None:
+    script = CollectorScript(entitled={TAG: 5})  # no collector answers
+    process = subprocess.Popen(
+        AGENT + agent.args("register", "--token", script.token()),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for((agent.state_dir / "state.cbor").exists)
+    time.sleep(0.5)  # waiting for the answer now
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=15)
+    snapshot = agent.snapshot()
+    assert snapshot is not None
+    assert (130, True) == (process.returncode, snapshot.clean)
+    assert err.startswith("smartlic-agent: interrupted (SIGINT). The registration request stays")
+    assert "register" == json.loads(agent.cli("status", "--json").stdout)["pending"]
