@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from smartlic.collector.accounts import check_email
+from smartlic.collector.service.config import load_config
 from smartlic.simulator.clock import VirtualClock
+from smartlic.simulator.infra import CollectorProcess
 from smartlic.simulator.scenarios import ScenarioError
 from smartlic.simulator.setup import OPERATOR, AccountPlan, Admin, admin_of, create_site
 from smartlic.simulator.stories.base import token_for
@@ -46,3 +48,32 @@ async def test_an_account_already_in_the_database_is_a_scenario_error(tmp_path: 
         await admin.setup(plan, token_vas=["DEFAULT"])
         with pytest.raises(ScenarioError, match=r"refused the run's set-up: .*ACME Corp"):
             await admin.setup(plan, token_vas=["DEFAULT"])
+
+
+def test_the_collector_of_an_accelerated_run_keeps_every_answer_for_the_checks(
+    tmp_path: Path,
+) -> None:
+    """At 3,600 times real time the default 30 days of answers would last 12 minutes."""
+    process = CollectorProcess.command(
+        db=tmp_path / "c.db",
+        key=tmp_path / "c.key",
+        broker="mqtt://127.0.0.1:1",
+        protocol="5",
+        share_group=None,
+        time_scale=3600.0,
+        time_origin=None,
+        clock_skew=300,
+        client_id="sim",
+        log_path=tmp_path / "c.log",
+    )
+    config = load_config(None, env={}, overrides=_flags(process.arguments[1:]))
+
+    assert 36_600 == config.receipt_retention_days
+
+
+def _flags(arguments: list[str]) -> dict[str, str]:
+    """``--name value`` pairs as the settings they set."""
+    return {
+        flag.removeprefix("--").replace("-", "_"): value
+        for flag, value in zip(arguments[::2], arguments[1::2], strict=True)
+    }
