@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from smartlic.collector.changes import changes_since
 from smartlic.collector.service import watchers
+from smartlic.collector.service.outbox import set_service_mark
 from smartlic.collector.service.pushes import pushes_for_changes
 from smartlic.collector.store import ConstraintError, StoreError, open_store
 from smartlic.protocol import Authorization, OutOfComplianceNotice
@@ -165,6 +166,36 @@ async def test_terms_whose_handling_fails_are_skipped_and_the_service_goes_on(
     assert now() >= ends
     assert isinstance(answer, OutOfComplianceNotice)
     assert 0 == answer.tags[TAG].entitled
+
+
+async def test_terms_whose_skip_cannot_be_written_are_not_said_to_be_skipped(
+    collector_site: Site, make_device: MakeDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is down as well: the terms stay due, to be tried again."""
+
+    async def failing(*_args: Any, **_kwargs: Any) -> Any:
+        message = "a bug"
+        raise RuntimeError(message)
+
+    async def store_down_for_expiry(tx: Any, name: str, value: int) -> None:
+        if name == watchers.EXPIRY_MARK:
+            message = "disk I/O error"
+            raise StoreError(message)
+        await set_service_mark(tx, name, value)
+
+    monkeypatch.setattr(watchers, "pushes_for_expiry", failing)
+    monkeypatch.setattr(watchers, "set_service_mark", store_down_for_expiry)
+    await collector_site.deposit("PO-1", quantity=5, term=(now() - 100, now() + 1))
+    device = await make_device()
+    await device.register(await collector_site.token())
+
+    with capture_logs() as logs:
+        async with asyncio.timeout(10):
+            while not any(e["event"] == "collector.license_terms_failed" for e in logs):
+                await asyncio.sleep(0.1)
+
+    assert [] == [e for e in logs if e["event"] == "collector.license_terms_skipped"]
+    assert ["expiry"] == [e["task"] for e in logs if e["event"] == "collector.store_failed"]
 
 
 async def test_a_push_that_fails_to_publish_waits_in_the_outbox_and_no_change_is_blamed(

@@ -177,9 +177,12 @@ class Watchers:
         try:
             async with self.store.write() as tx:
                 await set_service_mark(tx, EXPIRY_MARK, now)
-        except Exception as exc:  # noqa: BLE001 -- the terms stay due and are tried again
+        except Exception as exc:
+            # The terms stay due and are tried again after the recheck interval.
+            log.error("collector.license_terms_failed", until=now, exc_info=fault)  # noqa: TRY400 -- the traceback is the fault's, not this exception's
             _log_failure(exc, task="expiry")
-        log.error("collector.license_terms_skipped", until=now, exc_info=fault)
+        else:
+            log.error("collector.license_terms_skipped", until=now, exc_info=fault)
         self.terms_changed.clear()
         await self._wait(EXPIRY_RECHECK)
 
