@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from smartlic.protocol.fields import TIME_MAX
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deadline:
@@ -63,8 +65,13 @@ class UseClock:
         return Deadline(wall=now + seconds, elapsed=self.elapsed + seconds)
 
     def at(self, wall: float, *, span: float) -> Deadline:
-        """A deadline at wall time ``wall``, and no more than ``span`` seconds of use away."""
-        return Deadline(wall=wall, elapsed=self.elapsed + max(0.0, span))
+        """A deadline at wall time ``wall``, and no more than ``span`` seconds of use away.
+
+        A signed notice may put its end up to 2**40 s after its issue time: the use-clock
+        reading stays at most that too, a time the state file holds (beyond, it would be
+        refused as damaged when read back).
+        """
+        return Deadline(wall=wall, elapsed=min(self.elapsed + max(0.0, span), float(TIME_MAX)))
 
     def reached(self, deadline: Deadline, now: float) -> bool:
         return now >= deadline.wall or self.elapsed >= deadline.elapsed

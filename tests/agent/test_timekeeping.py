@@ -9,6 +9,7 @@ from smartlic.agent.actions import StateChanged
 from smartlic.agent.core import DAY, CoreSettings
 from smartlic.agent.states import LicenseState
 from smartlic.agent.timekeeping import UseClock
+from smartlic.protocol.fields import TIME_MAX
 
 HOUR = 3600.0
 
@@ -133,3 +134,12 @@ def test_time_switched_off_counts_against_an_authorization() -> None:
     later.script.answer_reports = False
     later.run(later.core.start(T0 + 3 * HOUR), T0 + 3 * HOUR)
     assert LicenseState.AUTHORIZATION_EXPIRED is later.core.state
+
+
+def test_a_deadline_as_far_off_as_a_notice_can_put_it_stays_a_time_the_state_holds() -> None:
+    """Beyond 2**40 s, the saved state would be refused as damaged when read back."""
+    clock = UseClock(elapsed=1000.0)
+
+    deadline = clock.at(float(TIME_MAX), span=float(TIME_MAX))
+
+    assert float(TIME_MAX) == deadline.elapsed
