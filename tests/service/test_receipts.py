@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from smartlic.collector.receipts import prune_accepted
@@ -16,7 +16,7 @@ from .support import DAY, now
 if TYPE_CHECKING:
     from smartlic.mqtt.broker import MosquittoBroker
 
-    from .support import MakeDevice, Site
+    from .support import Device, MakeDevice, Site
 
 pytestmark = [pytest.mark.timeout(60)]
 TAG = "network-advantage"
@@ -30,6 +30,20 @@ async def _accepted_ago(site: Site, days: float) -> None:
             await tx.execute("UPDATE accepted_reports SET accepted_at = ?", (now() - days * DAY,))
     finally:
         await store.close()
+
+
+async def _answered_by_a_service_since_stopped(
+    site: Site, mosquitto: MosquittoBroker, make_device: MakeDevice
+) -> tuple[Device, bytes, Any]:
+    """A registered device, its report of 2 licenses of 5, and the authorization it got."""
+    await site.deposit("PO-1", quantity=5)
+    device = await make_device()
+    report = device.report_bytes({TAG: 2}, seq=1)
+    async with running_service(site, mosquitto):
+        await device.register(await site.token())
+        await device.send(report)
+        answer = await device.expect(lambda m: isinstance(m, Authorization))
+    return device, report, answer
 
 
 async def test_pruning_forgets_only_answers_accepted_before_the_cutoff(
@@ -61,13 +75,9 @@ async def test_the_service_prunes_old_answers_at_start_up_and_a_late_duplicate_i
     collector_site: Site, mosquitto: MosquittoBroker, make_device: MakeDevice
 ) -> None:
     """A duplicate of a report whose answer was forgotten is refused, not counted again."""
-    await collector_site.deposit("PO-1", quantity=5)
-    device = await make_device()
-    report = device.report_bytes({TAG: 2}, seq=1)
-    async with running_service(collector_site, mosquitto):
-        await device.register(await collector_site.token())
-        await device.send(report)
-        await device.expect(lambda m: isinstance(m, Authorization))
+    device, report, _ = await _answered_by_a_service_since_stopped(
+        collector_site, mosquitto, make_device
+    )
     await _accepted_ago(collector_site, 31)
 
     with capture_logs() as logs:
@@ -84,13 +94,9 @@ async def test_the_service_prunes_old_answers_at_start_up_and_a_late_duplicate_i
 async def test_answers_within_the_retention_survive_a_restart(
     collector_site: Site, mosquitto: MosquittoBroker, make_device: MakeDevice
 ) -> None:
-    await collector_site.deposit("PO-1", quantity=5)
-    device = await make_device()
-    report = device.report_bytes({TAG: 2}, seq=1)
-    async with running_service(collector_site, mosquitto):
-        await device.register(await collector_site.token())
-        await device.send(report)
-        first = await device.expect(lambda m: isinstance(m, Authorization))
+    device, report, first = await _answered_by_a_service_since_stopped(
+        collector_site, mosquitto, make_device
+    )
     await _accepted_ago(collector_site, 29)
 
     async with running_service(collector_site, mosquitto, receipt_retention_days=30):
