@@ -116,15 +116,24 @@ def _key_order(item: tuple[Any, Any]) -> bytes:
     return _encoded_key(item[0])
 
 
-@functools.lru_cache(maxsize=512, typed=True)
 def _encoded_key(key: Any) -> bytes:
-    """A map key's deterministic encoding, which is its sort key (RFC 8949 §4.2.1).
-
-    Cached: payloads reuse a few dozen keys (field numbers, header labels, license tags), and
-    encoding each key on every message was most of the encoder's time. ``typed=True`` keeps
-    ``True`` and ``1`` apart, as CBOR does.
-    """
+    """A map key's deterministic encoding, which is its sort key (RFC 8949 §4.2.1)."""
+    if type(key) in _CACHED_KEYS:
+        return _encoded_scalar_key(key)
     return cbor2.dumps(_ordered(key))
+
+
+_CACHED_KEYS: Final = frozenset({int, str, bytes, bool, type(None)})
+
+
+@functools.lru_cache(maxsize=512, typed=True)
+def _encoded_scalar_key(key: int | str | bytes | bool | None) -> bytes:  # noqa: FBT001 -- a key, not a flag
+    """Cached: payloads reuse a few dozen keys (field numbers, header labels, license tags),
+    and encoding each key on every message was most of the encoder's time. Scalars only:
+    ``typed=True`` keeps ``True`` and ``1`` apart at the top but not inside a tuple, where
+    ``(True,)`` and ``(1,)`` would share an entry and a map's key order be judged by what
+    the process decoded before."""
+    return cbor2.dumps(key)
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = MAX_DEPTH) -> Any:
@@ -142,11 +151,17 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
     if not data:
         raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, "empty input")
     try:
-        # cbor2 counts the innermost scalar as a level too; the walker counts containers only.
-        value = cbor2.loads(data, max_depth=max_depth + 1)
-    except Exception as exc:  # noqa: BLE001 -- the decoder's contract: any failure becomes ours
+        value = cbor2.loads(data, max_depth=max_depth)
+    except Exception:  # noqa: BLE001 -- the decoder's contract: any failure becomes ours
+        # The walker says why, or that the depth is allowed after all: cbor2 counts a scalar
+        # at the bottom as a level, the walker counts containers only, so a scalar inside
+        # ``max_depth`` containers is one level more for cbor2. Asking cbor2 for one level
+        # more up front would let ``max_depth + 1`` containers through, the last one empty.
         diagnose(data, max_depth=max_depth)
-        raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, f"malformed CBOR: {exc}") from None
+        try:
+            value = cbor2.loads(data, max_depth=max_depth + 1)
+        except Exception as exc:  # noqa: BLE001 -- as above
+            raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, f"malformed CBOR: {exc}") from None
     try:
         # cbor2 writes every head minimally and every length definitely, and keeps the decoded
         # order of map keys: equal bytes prove all of §4.2.1 but the key order, which

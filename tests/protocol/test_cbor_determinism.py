@@ -54,6 +54,9 @@ REJECTED = [
     ("too-deep-arrays", "81" * (MAX_DEPTH + 1) + "00", ErrorCode.TOO_DEEP),
     ("too-deep-maps", "a100" * MAX_DEPTH + "a10000", ErrorCode.TOO_DEEP),
     ("too-deep-under-a-tag", "d2" + "81" * MAX_DEPTH + "00", ErrorCode.TOO_DEEP),
+    ("too-deep-to-an-empty-array", "81" * MAX_DEPTH + "80", ErrorCode.TOO_DEEP),
+    ("too-deep-to-an-empty-map", "a100" * MAX_DEPTH + "a0", ErrorCode.TOO_DEEP),
+    ("too-deep-tag-to-an-empty-array", "d2" + "81" * (MAX_DEPTH - 1) + "80", ErrorCode.TOO_DEEP),
 ]
 
 
@@ -188,6 +191,17 @@ def test_key_order_cache_keeps_true_and_1_apart() -> None:
     assert bytes.fromhex("a10161") + b"a" == encode({1: "a"})
 
     assert bytes.fromhex("a20200f500") == encode({True: 0, 2: 0})
+
+
+def test_a_map_with_unsorted_array_keys_is_refused_whatever_was_decoded_before() -> None:
+    """``(True,)`` and ``(1,)`` are equal in Python: a cache of key encodings shared by the two
+    once judged ``{[true]: 0, [2]: 0}`` sorted after ``{[1]: 0}`` had been decoded."""
+    decode(bytes.fromhex("a1810100"))
+
+    with pytest.raises(RemoteProtocolError) as caught:
+        decode(bytes.fromhex("a281f5008102" + "00"))
+
+    assert ErrorCode.NOT_DETERMINISTIC == caught.value.code
 
 
 @settings(max_examples=300)
