@@ -188,6 +188,7 @@ def _tags_in(value: Any) -> dict[str, TagCompliance]:
             status != compliance.status
             or type(status) is not int
             or shortfall != compliance.shortfall
+            or type(shortfall) is not int
         ):
             raise LocalProtocolError(
                 ErrorCode.INVALID_VALUE,

@@ -101,7 +101,13 @@ class RegistrationRequest:
             raise LocalProtocolError(ErrorCode.WRONG_TYPE, "algorithm must be an Algorithm")
         fields.bstr("public_key", self.public_key, low=32, high=65)
         VerifyingKey.from_raw(self.algorithm.key_type, self.public_key)
-        parse_token(self.token)
+        if str(parse_token(self.token)) != self.token:
+            # parse_token forgives the spaces of a paste; the wire carries the token exactly
+            # (CDDL: tstr .regexp "slt1_[A-Za-z0-9_-]{80}").
+            raise LocalProtocolError(
+                ErrorCode.MALFORMED_TOKEN,
+                "malformed registration token: it has spaces or line breaks around it",
+            )
         fields.identifier("request_id", self.request_id)
         fields.timestamp("issued_at", self.issued_at)
 

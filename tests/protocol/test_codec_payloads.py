@@ -231,6 +231,18 @@ def test_tag_shortfall_contradicting_its_counts_is_refused() -> None:
     assert ErrorCode.INVALID_VALUE == _refusal(wire)
 
 
+@pytest.mark.parametrize("shortfall", [True, False])
+def test_a_tag_shortfall_of_true_or_false_is_refused(shortfall: bool) -> None:
+    """Python's True == 1 and False == 0 once let them pass for the counts' shortfall."""
+    wire = _compliance_wire(OutOfComplianceNotice)
+    if shortfall:
+        wire[Key.TAGS]["dna"] = [1, 3, 2, True]
+    else:
+        wire[Key.TAGS]["net"] = [0, 1, 1, False]
+
+    assert ErrorCode.INVALID_VALUE == _refusal(wire)
+
+
 def test_tag_compliance_of_wrong_shape_is_refused() -> None:
     """A tag's compliance is a 4-element array."""
     wire = _compliance_wire(Authorization)

@@ -121,6 +121,16 @@ INVALID: list[tuple[str, Callable[[], object], ErrorCode]] = [
     ),
     ("registration-token-bad", lambda: _registration(token=TOKEN[:40]), ErrorCode.MALFORMED_TOKEN),
     (
+        "registration-token-padded",
+        lambda: _registration(token=f" {TOKEN}\n"),
+        ErrorCode.MALFORMED_TOKEN,
+    ),
+    (
+        "registration-token-in-wide-spaces",
+        lambda: _registration(token=f"\u3000{TOKEN}\u2003"),
+        ErrorCode.MALFORMED_TOKEN,
+    ),
+    (
         "registration-request-id-7",
         lambda: _registration(request_id=b"1234567"),
         ErrorCode.OUT_OF_RANGE,

@@ -21,7 +21,9 @@ from smartlic.protocol import (
     Topics,
     Udi,
     VerifyingKey,
+    fields,
     format_fingerprint,
+    identity,
     parse_token,
 )
 from smartlic.protocol.identity import check_device_id
@@ -241,6 +243,24 @@ def test_device_id_check_refuses_malformed_ids(device_id: object) -> None:
     """A device id is PRODUCT~ID:SERIAL, text, nothing else."""
     with pytest.raises(LocalProtocolError):
         check_device_id(device_id)
+
+
+def test_ids_and_tags_too_long_to_be_valid_are_refused_without_being_remembered() -> None:
+    """Each check caches its verdicts for speed; a 64 KiB topic or a 4 KiB device id sent
+    again and again must not grow that cache with strings of any length."""
+    device_cache, tag_cache = identity._cached_device_id_check, fields._cached_tag_check
+    devices, tags = device_cache.cache_info().currsize, tag_cache.cache_info().currsize
+
+    for n in range(50):
+        with pytest.raises(LocalProtocolError):
+            check_device_id(f"{'A' * 4000}{n}:1")
+        with pytest.raises(LocalProtocolError):
+            fields.license_tag(f"{'a' * 4000}{n}")
+
+    assert (devices, tags) == (
+        device_cache.cache_info().currsize,
+        tag_cache.cache_info().currsize,
+    )
 
 
 # ---------------------------------------------------------------- keys
