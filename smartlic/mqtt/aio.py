@@ -326,7 +326,8 @@ class AsyncMqttClient(MqttClient):
             future.set_result(list(reasons))
 
     def _handle_publish(
-        self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _properties: Any
+        self, _client: paho.Client, _userdata: Any, mid: int, reason: Any, _properties: Any
     ) -> None:
         self._pending.discard(mid)
-        self._acknowledged(mid)
+        refused = getattr(reason, "is_failure", False)
+        self._acknowledged(mid, refused=int(reason.value) if refused else None)

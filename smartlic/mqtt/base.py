@@ -60,6 +60,7 @@ class MqttClient(abc.ABC):
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[], None] | None = None,
         on_published: Callable[[int], None] | None = None,
+        on_refused: Callable[[int, int], None] | None = None,
     ) -> None:
         if not 1 <= receive_maximum <= _RECEIVE_MAXIMUM_LIMIT:
             raise ValueError(f"receive_maximum must be 1..65535, not {receive_maximum}")
@@ -74,6 +75,7 @@ class MqttClient(abc.ABC):
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self._on_published = on_published
+        self._on_refused = on_refused
         self._manual_ack = manual_ack
         self._max_pending = max_pending
         self._receive_maximum = receive_maximum
@@ -284,12 +286,17 @@ class MqttClient(abc.ABC):
         if was_connected and self._on_disconnect is not None:
             self._on_disconnect()
 
-    def _acknowledged(self, mid: int) -> None:
-        """The broker has a published message: make room, and tell the caller."""
+    def _acknowledged(self, mid: int, *, refused: int | None = None) -> None:
+        """The broker is done with a published message: make room, and tell the caller
+        whether it took it (``on_published``) or refused it with a reason code (MQTT 5
+        PUBACK 0x80 and up: ``on_refused``)."""
         if self.pending < self._max_pending:
             self._room.set()
-        if self._on_published is not None:
-            self._on_published(mid)
+        if refused is None:
+            if self._on_published is not None:
+                self._on_published(mid)
+        elif self._on_refused is not None:
+            self._on_refused(mid, refused)
 
     async def _suback(self, waiting: dict[int, asyncio.Future[R]], mid: int, seconds: float) -> R:
         """Wait up to ``seconds`` for the SUBACK of SUBSCRIBE ``mid`` (its handler resolves

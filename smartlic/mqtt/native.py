@@ -255,7 +255,7 @@ class NativeMqttClient(MqttClient):
         if kind is PacketType.PUBLISH:
             self._deliver(packet)
         elif kind is PacketType.PUBACK:
-            self._puback(packets.read_packet_id(packet))
+            self._puback(*packets.read_puback(packet))
         elif kind is PacketType.CONNACK:
             self._connack_received(packets.read_connack(packet, v5=self._v5))
         elif kind is PacketType.SUBACK:
@@ -305,11 +305,13 @@ class NativeMqttClient(MqttClient):
     def _drop_unacknowledged(self) -> None:
         self._outgoing.clear()
 
-    def _puback(self, packet_id: int) -> None:
+    def _puback(self, packet_id: int, reason: int) -> None:
         if not self._outgoing.acknowledged(packet_id):
             return  # a PUBACK for a publish already acknowledged: harmless (a resend)
         self._pump()
-        self._acknowledged(packet_id)
+        # MQTT 5 §3.4.2.1: 0x80 and up refuse the message (an ACL, a quota); it is done with
+        # all the same (§4.4: not sent again), but it was not delivered.
+        self._acknowledged(packet_id, refused=reason if reason >= 0x80 else None)
 
     async def _tick(self) -> None:
         """Keep-alive (MQTT 3.1.1 §3.1.2.10): a PINGREQ after ``keepalive`` seconds without

@@ -300,6 +300,13 @@ def read_packet_id(packet: Packet) -> int:
     return int(_U16.unpack_from(packet.body, 0)[0])
 
 
+def read_puback(packet: Packet) -> tuple[int, int]:
+    """A PUBACK's packet identifier and reason code: 0 (success) when it has none, as every
+    MQTT 3.1.1 PUBACK and a successful MQTT 5 one may (MQTT 5 §3.4.2.1)."""
+    packet_id = read_packet_id(packet)
+    return packet_id, packet.body[2] if len(packet.body) > 2 else 0
+
+
 def read_connack(packet: Packet, *, v5: bool) -> ConnAck:
     body = packet.body
     if len(body) < 2:  # flags and reason

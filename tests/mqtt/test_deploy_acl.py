@@ -273,3 +273,56 @@ async def test_a_device_sending_an_oversize_packet_is_cut_off_and_nothing_reache
     assert [] == seen
     await collector.disconnect()
     await device.disconnect()
+
+
+@pytest.fixture
+def narrow_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A broker whose one user may publish to ``allowed/#`` only."""
+    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
+    passwd.touch()
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "c", "pw"], check=True)
+    acl.write_text("user c\ntopic write allowed/#\n")
+    (port,) = free_ports(1)
+    broker = MosquittoBroker(
+        tmp_path / "broker",
+        port=port,
+        listeners=f"listener {port} 127.0.0.1\nallow_anonymous false\n"
+        f"password_file {passwd}\nacl_file {acl}",
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
+@pytest.mark.parametrize("impl", [AsyncMqttClient, NativeMqttClient])
+async def test_a_publish_the_broker_refuses_is_reported_refused_not_published(
+    narrow_broker: MosquittoBroker, impl: type[MqttClient]
+) -> None:
+    """MQTT 5 PUBACK 0x87 (not authorized): the collector must not take it for delivered."""
+    published: list[int] = []
+    refused: list[tuple[int, int]] = []
+    client = impl(
+        client_id="c",
+        broker=parse_broker_url(f"mqtt://c:pw@127.0.0.1:{narrow_broker.port}"),
+        on_message=lambda _message: None,
+        clean_start=True,
+        on_published=published.append,
+        on_refused=lambda mid, reason: refused.append((mid, reason)),
+    )
+    await client.connect()
+    try:
+        # Mosquitto closes the connection after refusing: the refused publish goes last.
+        allowed = await client.publish("allowed/topic", b"y")
+        async with asyncio.timeout(5):
+            while not published:
+                await asyncio.sleep(0.01)
+        denied = await client.publish("denied/topic", b"x")
+        async with asyncio.timeout(5):
+            while len(published) + len(refused) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        await client.disconnect()
+
+    assert ([allowed], [(denied, 0x87)]) == (published, refused)

@@ -157,6 +157,7 @@ class CollectorService:
                 on_connect=self._connected,
                 on_disconnect=self._disconnected,
                 on_published=self._acknowledged,
+                on_refused=self._refused,
             )
             watchers = Watchers(
                 store=store,
@@ -251,6 +252,14 @@ class CollectorService:
         outbox_id = self._outbox_mids.pop(mid, None)
         if outbox_id is not None:
             self._delivered.append(outbox_id)
+        if not self._outbox_mids:
+            self._pushes_settled.set()
+
+    def _refused(self, mid: int, reason: int) -> None:
+        # The broker will not deliver it (its ACL, a quota): the row stays, to go again at
+        # the next connection or start, by when the broker may have been put right.
+        outbox_id = self._outbox_mids.pop(mid, None)
+        log.warning("collector.notice_refused", outbox_id=outbox_id, reason=f"0x{reason:02x}")
         if not self._outbox_mids:
             self._pushes_settled.set()
 
