@@ -13,7 +13,8 @@ import abc
 import asyncio
 import contextlib
 import random
-from typing import TYPE_CHECKING, Any, TypeVar
+import time
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smartlic.mqtt.common import SESSION_EXPIRY_NEVER, Backoff, MqttError
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from smartlic.mqtt.url import BrokerAddress
 
 R = TypeVar("R")
+STABLE_CONNECTION: Final = 5.0
+"""Seconds a connection must last for the reconnection backoff to start over."""
 _RECEIVE_MAXIMUM_LIMIT = 65535
 """MQTT 5 §3.1.2.11.3: Receive Maximum is 1 to 65,535."""
 
@@ -185,17 +188,27 @@ class MqttClient(abc.ABC):
             try:
                 await self.connect()
             except MqttError as exc:
-                delay = backoff.delay(attempt, rng)
-                attempt += 1
-                if on_error is not None:
-                    on_error(exc, delay)
-                # A disconnect() ends the wait: backoff may have grown to its cap.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._close_requested.wait()
+                problem: MqttError | None = exc
+            else:
+                up_since = time.monotonic()
+                await self.wait_lost()
+                if time.monotonic() - up_since >= STABLE_CONNECTION:
+                    attempt = 0
+                    continue
+                # Accepted, then dropped at once (a message over the broker's packet limit
+                # sent again on every connection, a client id taken by another): backing off
+                # as after a refusal, or it would reconnect as fast as the broker drops it.
+                problem = None if self.closing else MqttError("the connection was lost at once")
+            if problem is None:
                 continue
-            attempt = 0
-            await self.wait_lost()
+            delay = backoff.delay(attempt, rng)
+            attempt += 1
+            if on_error is not None:
+                on_error(problem, delay)
+            # A disconnect() ends the wait: backoff may have grown to its cap.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._close_requested.wait()
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
         """Publish, waiting while ``max_pending`` are unacknowledged; the message id.

@@ -106,6 +106,12 @@ class NativeMqttClient(MqttClient):
                     ssl=context,
                     server_hostname=broker.host if context is not None else None,
                 )
+                if self._closing:
+                    # disconnect() came during the TCP or TLS handshake, when there was no
+                    # link for it to close: close this one, or run() would wait on it for good.
+                    if link.transport is not None:
+                        link.transport.close()
+                    raise MqttError(f"disconnect() while connecting to {broker}")
                 self._link = link
                 self._send(self._connect_packet())
                 ack = await self._connack
@@ -116,12 +122,11 @@ class NativeMqttClient(MqttClient):
         except MqttError:
             self._give_up_connecting()
             raise
-        # MQTT 5 §3.2.2.3.14: the broker's Server Keep Alive replaces ours.
-        self._keepalive_now = (
-            ack.server_keepalive if ack.server_keepalive is not None else self.keepalive
-        )
-        self._send_quota = ack.receive_maximum
-        self._resend()
+        if not self._link_up:
+            # Accepted, then dropped in the same read (a DISCONNECT right after the CONNACK).
+            self._give_up_connecting()
+            raise MqttError(f"{broker} closed the connection right after accepting it")
+        self._pump()
         self._ticker = self._loop.create_task(self._tick(), name=f"mqtt-keepalive-{self.client_id}")
         return await self._established(session_present=ack.session_present)
 
@@ -200,11 +205,6 @@ class NativeMqttClient(MqttClient):
             link.transport.resume_reading()
         elif not wanted and link.transport.is_reading():
             link.transport.pause_reading()
-
-    def _resend(self) -> None:
-        """After a CONNACK: everything unacknowledged goes out again, in its order."""
-        self._outgoing.restart()
-        self._pump()
 
     def _pump(self) -> None:
         """Send queued publishes while the broker's Receive Maximum allows."""
@@ -299,7 +299,16 @@ class NativeMqttClient(MqttClient):
                 MqttError(f"broker refused the connection (code 0x{ack.reason:02x}){detail}")
             )
             return
+        # Set up for the new connection before anything after the CONNACK is read: a message
+        # in the same read may be answered at once (on_message publishing), and must be
+        # numbered and counted against this connection's quota, not the last one's.
+        # MQTT 5 §3.2.2.3.14: the broker's Server Keep Alive replaces ours.
+        self._keepalive_now = (
+            ack.server_keepalive if ack.server_keepalive is not None else self.keepalive
+        )
+        self._send_quota = ack.receive_maximum
         self._link_accepted()
+        self._outgoing.restart()
         future.set_result(ack)
 
     def _drop_unacknowledged(self) -> None:
@@ -323,6 +332,11 @@ class NativeMqttClient(MqttClient):
                 continue
             now = time.monotonic()
             if self._ping_sent is not None and now - self._ping_sent >= keepalive:
+                if not self.reading:
+                    # Paused (back-pressure, a store outage): the PINGRESP waits unread
+                    # behind the messages. The PINGREQs keep the broker's side alive.
+                    self._ping_sent = None
+                    continue
                 self._drop_link("no PINGRESP from the broker")
                 return
             if self._ping_sent is None and now - self._last_write >= keepalive:

@@ -62,6 +62,10 @@ def parse_broker_url(
     password: str | None = None,
 ) -> BrokerAddress:
     """Read a broker URL; explicit ``username``/``password`` override those in the URL."""
+    if not url.isprintable():
+        # Before urlsplit, which drops tabs and line breaks anywhere in a URL (WHATWG URL
+        # rules): "mqtt://host:18\n83" would become port 1883 rather than a mistake.
+        raise BrokerUrlError(f"broker URL {url!r} holds control codes")
     try:
         # urlsplit checks a bracketed host ("[::1]") and raises ValueError when it is not one.
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
@@ -78,9 +82,12 @@ def parse_broker_url(
         raise BrokerUrlError(f"broker URL {url!r}: only scheme, user, host and port are allowed")
     secure = parts.scheme in ("mqtts", "ssl") or tls is not None
     try:
-        port = parts.port or (DEFAULT_TLS_PORT if secure else DEFAULT_PORT)
+        given = parts.port
     except ValueError as exc:
         raise BrokerUrlError(f"broker URL {url!r}: {exc}") from None
+    if given == 0:
+        raise BrokerUrlError(f"broker URL {url!r}: port 0 is no broker's port")
+    port = given if given is not None else (DEFAULT_TLS_PORT if secure else DEFAULT_PORT)
     return BrokerAddress(
         host=hostname,
         port=port,

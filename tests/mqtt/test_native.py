@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from smartlic.mqtt import packets
@@ -332,3 +332,115 @@ async def test_a_disconnect_ends_the_wait_before_the_next_attempt_at_once() -> N
 
     async with asyncio.timeout(1):
         await running
+
+
+async def test_a_disconnect_during_the_handshake_ends_run(
+    broker: ScriptedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no link yet, disconnect() found nothing to close; the link came up after it and
+    run() waited on it for good, holding the collector's shutdown."""
+    loop = asyncio.get_running_loop()
+    create_connection = loop.create_connection
+
+    async def slow_handshake(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await create_connection(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "create_connection", slow_handshake)
+    client = _client(broker)
+    runner = asyncio.create_task(client.run())
+    await asyncio.sleep(0.1)
+
+    await client.disconnect()
+    async with asyncio.timeout(3):
+        await runner
+
+    assert not client.connected
+
+
+async def test_a_connection_dropped_right_after_its_connack_is_not_connected(
+    broker: ScriptedBroker,
+) -> None:
+    """A CONNACK and a DISCONNECT in one read: no on_connect without its on_disconnect."""
+    events: list[str] = []
+    client = _client(
+        broker,
+        on_connect=lambda _present: events.append("connect"),
+        on_disconnect=lambda: events.append("disconnect"),
+    )
+    connecting = asyncio.create_task(client.connect())
+
+    await broker.accept(connack=ACCEPT + b"\xe0\x01\x8b")
+    with pytest.raises(MqttError, match="closed the connection right after accepting it"):
+        await connecting
+
+    assert ([], False) == (events, client.connected)
+
+
+async def test_a_reply_published_in_the_read_of_the_connack_goes_once_within_the_quota(
+    broker: ScriptedBroker,
+) -> None:
+    """A message read with the CONNACK and answered at once (on_message publishing) used to
+    be counted against the last connection: sent, then sent again with DUP, two in flight
+    against a Receive Maximum of 1."""
+    client: NativeMqttClient | None = None
+
+    def answer(message: MqttMessage) -> None:
+        assert client is not None
+        client.publish_nowait("reply/1", message.payload)
+        client.publish_nowait("reply/2", message.payload)
+
+    client = NativeMqttClient(client_id="collector", broker=broker.address, on_message=answer)
+    connecting = asyncio.create_task(client.connect())
+    one_in_flight = b"\x20\x06\x00\x00\x03\x21\x00\x01"  # Receive Maximum 1
+    peer = await broker.accept(
+        connack=one_in_flight + packets.publish("in", b"x", qos=0, packet_id=0, v5=True)
+    )
+    await connecting
+
+    first = packets.read_publish(await peer.expect(PacketType.PUBLISH), v5=True)
+    with pytest.raises(TimeoutError):
+        await peer.next(timeout=0.3)
+
+    assert ("reply/1", False) == (first.topic, first.dup)
+    await client.disconnect()
+
+
+async def test_a_paused_client_keeps_its_connection_past_two_keepalives(
+    broker: ScriptedBroker,
+) -> None:
+    """Its PINGRESP waits unread behind what it is not reading (a store outage): the link is
+    not dead for that, and the PINGREQs keep the broker's side alive."""
+    client = _client(broker, keepalive=1)
+    peer = await _connected(broker, client)
+    client.pause_reading()
+
+    for _ in range(3):
+        await peer.expect(PacketType.PINGREQ)
+        await peer.send(b"\xd0\x00")
+
+    assert client.connected
+    await client.disconnect()
+
+
+async def test_connections_dropped_at_once_are_retried_with_backoff(
+    broker: ScriptedBroker,
+) -> None:
+    """A broker that accepts and drops at once (a publish over its packet limit, sent again
+    on every connection) was reconnected to as fast as it dropped: thousands a second."""
+    errors: list[float] = []
+    client = _client(broker)
+    runner = asyncio.create_task(
+        client.run(
+            backoff=Backoff(base=0.05, cap=0.2, floor=0.05),
+            on_error=lambda _error, delay: errors.append(delay),
+        )
+    )
+    async with asyncio.timeout(5):
+        while len(errors) < 3:
+            peer = await broker.accept()
+            peer.writer.close()
+
+    await client.disconnect()
+    await runner
+    assert 3 <= len(errors) <= 5

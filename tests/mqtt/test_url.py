@@ -76,6 +76,9 @@ def test_the_password_is_never_shown() -> None:
         ("mqtt://[::1", "Invalid IPv6 URL"),
         ("mqtt://[broker]:1883", "does not appear to be an IPv4 or IPv6 address"),
         ("mqtt://bro ker:1883", "cannot hold spaces"),
+        ("mqtt://broker:0", "port 0 is no broker's port"),
+        ("mqtt://bro\tker:1883", "holds control codes"),
+        ("mqtt://broker:18\n83", "holds control codes"),
     ],
 )
 def test_an_unusable_url_is_refused_saying_why(url: str, message: str) -> None:
