@@ -210,6 +210,11 @@ class AsyncMqttClient(MqttClient):
         if not self._should_read():
             return
         self._client.loop_read()
+        # TLS: what one record held past what paho read sits decrypted in the SSL socket,
+        # which leaves the file descriptor unreadable: read on while it has some (paho's own
+        # loop checks ``pending()`` for the same reason).
+        while self._should_read() and _ssl_pending(self._sock) > 0:
+            self._client.loop_read()
 
     def _write(self) -> None:
         if self._sock is not None:
@@ -331,3 +336,8 @@ class AsyncMqttClient(MqttClient):
         self._pending.discard(mid)
         refused = getattr(reason, "is_failure", False)
         self._acknowledged(mid, refused=int(reason.value) if refused else None)
+
+
+def _ssl_pending(sock: Any) -> int:
+    pending = getattr(sock, "pending", None)
+    return int(pending()) if pending is not None else 0

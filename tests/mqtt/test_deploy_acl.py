@@ -8,22 +8,18 @@ with a password on their own listener. Both listeners use the ACL files from dep
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import socket
 import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from smartlic.mqtt.aio import AsyncMqttClient, MqttError, MqttMessage
 from smartlic.mqtt.broker import MosquittoBroker, free_ports
 from smartlic.mqtt.native import NativeMqttClient
 from smartlic.mqtt.url import TlsSettings, parse_broker_url
 from smartlic.protocol import Topics
+
+from pki_support import issue_certificate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,53 +36,14 @@ DEVICE_B = "C9300-24T:FOC0002"
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
 
 
-def _issue(
-    folder: Path,
-    name: str,
-    common_name: str,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    *,
-    ca: bool = False,
-    ip: str | None = None,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ip:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-            critical=False,
-        )
-    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-    (folder / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{name}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert, key
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     folder = tmp_path / "pki"
     folder.mkdir()
-    ca = _issue(folder, "ca", "smartlic test CA", None, ca=True)
-    _issue(folder, "broker", "127.0.0.1", ca, ip="127.0.0.1")
-    _issue(folder, "device-a", DEVICE_A, ca)
-    _issue(folder, "device-b", DEVICE_B, ca)
+    ca = issue_certificate(folder, "ca", "smartlic test CA", None, ca=True)
+    issue_certificate(folder, "broker", "127.0.0.1", ca, ip="127.0.0.1")
+    issue_certificate(folder, "device-a", DEVICE_A, ca)
+    issue_certificate(folder, "device-b", DEVICE_B, ca)
     return folder
 
 

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from smartlic.mqtt import packets
+from smartlic.mqtt.aio import AsyncMqttClient
 from smartlic.mqtt.common import Backoff, MqttError, MqttMessage
 from smartlic.mqtt.native import MAX_PACKET, NativeMqttClient
 from smartlic.mqtt.packets import Packet, PacketReader, PacketType
-from smartlic.mqtt.url import BrokerAddress
+from smartlic.mqtt.url import BrokerAddress, TlsSettings
+
+from pki_support import issue_certificate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -444,3 +449,40 @@ async def test_connections_dropped_at_once_are_retried_with_backoff(
     await client.disconnect()
     await runner
     assert 3 <= len(errors) <= 5
+
+
+async def test_the_paho_client_over_tls_reads_every_packet_of_one_tls_record(
+    tmp_path: Path,
+) -> None:
+    """Packets decrypted past what paho read sit in the SSL socket, not the kernel: the file
+    descriptor stays unreadable, and they waited for the next bytes to arrive."""
+    issue_certificate(tmp_path, "broker", "127.0.0.1", None, ca=True, ip="127.0.0.1")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "broker.crt", tmp_path / "broker.key")
+    scripted = ScriptedBroker()
+    scripted.server = await asyncio.start_server(scripted._accept, "127.0.0.1", 0, ssl=context)
+    inbox: list[MqttMessage] = []
+    address = scripted.address
+    client = AsyncMqttClient(
+        client_id="device",
+        broker=BrokerAddress(
+            host=address.host, port=address.port, tls=TlsSettings(ca_file=tmp_path / "broker.crt")
+        ),
+        on_message=inbox.append,
+    )
+    try:
+        connecting = asyncio.create_task(client.connect())
+        peer = await scripted.accept()
+        await connecting
+        burst = [packets.publish("t", b"%d" % n, qos=0, packet_id=0, v5=True) for n in range(20)]
+        await peer.send(b"".join(burst))  # one write, one TLS record
+        async with asyncio.timeout(5):
+            while len(inbox) < 20:
+                await asyncio.sleep(0.01)
+    finally:
+        await client.disconnect()
+        scripted.server.close()
+        for every in scripted.every:
+            every.writer.close()
+
+    assert [b"%d" % n for n in range(20)] == [m.payload for m in inbox]
