@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from smartlic.collector.devices import NewDevice, register_devices
 from smartlic.collector.service.crypto import CryptoPool
-from smartlic.collector.service.ingest import Ingest, Prepared, Settings
+from smartlic.collector.service.ingest import ACTOR, Ingest, Prepared, Settings
 from smartlic.collector.service.notices import number_notices
 from smartlic.collector.service.pushes import pushes_for_changes
 from smartlic.collector.store import open_store
@@ -122,5 +122,5 @@ async def changes_pushed(
     """The service's change-feed loop, once and without its task: the feed's new mark and the
     notices its changes since ``since`` push (numbered, not signed)."""
     async with store.write() as tx:
-        mark, requests, errors = await pushes_for_changes(tx, since, now=at)
+        mark, requests, errors = await pushes_for_changes(tx, since, now=at, actor=ACTOR)
         return mark, await number_notices(tx, [*requests, *errors], now=at)

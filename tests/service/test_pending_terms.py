@@ -82,3 +82,21 @@ async def test_a_change_read_after_a_term_ended_pushes_to_a_device_short_on_both
         _, pushed = await changes_pushed(ingest.store, since, at=start + 2 * TERM)
 
     assert [(quiet.device_id, OutOfComplianceNotice)] == [(m.device_id, type(m)) for m in pushed]
+
+
+async def test_a_change_judged_before_its_term_started_and_read_after_pushes_the_start(
+    collector_site: Site,
+) -> None:
+    """The command took its clock before it waited for the store's lock (or on another
+    host): the term started between that clock and the expiry watcher's mark, which would
+    never look back at it, and the device stayed out of compliance until it next reported."""
+    start = now()
+    (short,) = await devices(collector_site, "T6")
+    async with collector(collector_site) as ingest:
+        first = await decide(ingest, [report(short, {"a": 2})])
+        since = await latest_change(collector_site)
+        await collector_site.deposit("PO-A", tag="a", quantity=5, term=(start + 2, start + TERM))
+        _, pushed = await changes_pushed(ingest.store, since, at=start + 4)
+
+    assert OutOfComplianceNotice is type(open_message(first.items[0].answer or b"").message)
+    assert [(short.device_id, Authorization)] == [(m.device_id, type(m)) for m in pushed]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from smartlic.collector.service.ingest import ACTOR
 from smartlic.collector.service.pushes import pushes_for_changes
 from smartlic.collector.store import open_store
 from smartlic.protocol import (
@@ -39,7 +40,7 @@ async def _pushed_to(site: Site, since: int) -> list[str]:
     store = await open_store(site.db)
     try:
         async with store.write() as tx:
-            _, requests, errors = await pushes_for_changes(tx, since, now=now())
+            _, requests, errors = await pushes_for_changes(tx, since, now=now(), actor=ACTOR)
     finally:
         await store.close()
     assert [] == errors

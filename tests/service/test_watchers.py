@@ -69,13 +69,13 @@ def _failing_at(change_id: int, fault: Exception, *, times: int | None = None) -
     (only the first ``times`` times, when given)."""
     failures = 0
 
-    async def pushes(tx: Any, last_seen: int, *, now: int, limit: int = 1000) -> Any:
+    async def pushes(tx: Any, last_seen: int, *, now: int, actor: str, limit: int = 1000) -> Any:
         nonlocal failures
         ids = [c.id for c in await changes_since(tx, last_seen, limit=limit)]
         if change_id in ids and (times is None or failures < times):
             failures += 1
             raise fault
-        return await pushes_for_changes(tx, last_seen, now=now, limit=limit)
+        return await pushes_for_changes(tx, last_seen, now=now, actor=actor, limit=limit)
 
     return pushes
 

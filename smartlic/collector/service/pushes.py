@@ -57,13 +57,18 @@ async def pushes_for_flips(
 
 
 async def pushes_for_changes(
-    tx: Transaction, last_seen: int, *, now: int, limit: int = 1000
+    tx: Transaction, last_seen: int, *, now: int, actor: str, limit: int = 1000
 ) -> tuple[int, list[NoticeRequest], list[ErrorRequest]]:
     """Handle the change feed after ``last_seen``: the new mark and what to push."""
     changes = await changes_since(tx, last_seen, limit=limit)
     if not changes:
         return last_seen, [], []
     flips = [flip for change in changes for flip in change.flips]
+    # A change was judged at its command's clock, taken before it waited for the store's
+    # lock (up to seconds) and maybe on another host: a term starting or ending in between
+    # is behind the expiry watcher's mark and would never be applied. Judged again now.
+    changed_vas = {va for change in changes for va in change.va_ids}
+    flips += await reevaluate(tx, sorted(changed_vas), actor=actor, now=now)
     direct = await _direct(tx, changes)
     requests = [r for r in direct if isinstance(r, NoticeRequest)]
     errors = [r for r in direct if isinstance(r, ErrorRequest)]

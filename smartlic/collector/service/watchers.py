@@ -111,7 +111,9 @@ class Watchers:
         now = self.now()
         async with self.store.write() as tx:
             mark = await service_mark(tx, CHANGES_MARK) or 0
-            new_mark, requests, errors = await pushes_for_changes(tx, mark, now=now, limit=limit)
+            new_mark, requests, errors = await pushes_for_changes(
+                tx, mark, now=now, actor=self.actor, limit=limit
+            )
             outgoing = await self.queue(tx, requests, errors, now)
             await set_service_mark(tx, CHANGES_MARK, new_mark)
         log.info("collector.changes", up_to=new_mark, pushes=len(outgoing))
