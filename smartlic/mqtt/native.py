@@ -179,6 +179,10 @@ class NativeMqttClient(MqttClient):
         self._room.set()
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> int:
+        if qos not in (0, 1):
+            # The client speaks QoS 0 and 1 only: a PUBREC would end the connection, and the
+            # message would go again on every one after it.
+            raise ValueError(f"qos must be 0 or 1, not {qos!r}")
         if qos == 0:
             if not self._link_up:
                 raise MqttError("publish failed: not connected")

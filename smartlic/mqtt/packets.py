@@ -276,6 +276,8 @@ def read_publish(packet: Packet, *, v5: bool) -> Publish:
         if qos:
             (packet_id,) = _U16.unpack_from(body, pos)
             pos += 2
+            if packet_id == 0:  # MQTT 3.1.1 §2.3.1, 5 §2.2.1: non-zero with QoS 1 and 2
+                raise MalformedPacket("a QoS 1 or 2 PUBLISH with packet identifier 0")
         if v5:
             length, pos = _read_varint(body, pos)
             pos += length
@@ -317,10 +319,13 @@ def read_connack(packet: Packet, *, v5: bool) -> ConnAck:
     props = read_properties(body, 2)
     text = props.get(REASON_STRING)
     keepalive = props.get(SERVER_KEEP_ALIVE)
+    receive_maximum = _int(props.get(RECEIVE_MAXIMUM), None)
+    if receive_maximum == 0:  # MQTT 5 §3.2.2.3.3: a Protocol Error, not "no limit"
+        raise MalformedPacket("CONNACK with a Receive Maximum of 0")
     return ConnAck(
         session_present=ack.session_present,
         reason=ack.reason,
-        receive_maximum=_int(props.get(RECEIVE_MAXIMUM), None) or 65535,
+        receive_maximum=receive_maximum or 65535,
         server_keepalive=_int(keepalive, None),
         reason_string=text if isinstance(text, str) else None,
     )

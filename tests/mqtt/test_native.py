@@ -486,3 +486,13 @@ async def test_the_paho_client_over_tls_reads_every_packet_of_one_tls_record(
             every.writer.close()
 
     assert [b"%d" % n for n in range(20)] == [m.payload for m in inbox]
+
+
+async def test_publishing_at_qos_2_is_refused_as_misuse(broker: ScriptedBroker) -> None:
+    """The client speaks QoS 0 and 1: a QoS 2 message would end every connection it went on."""
+    client = _client(broker)
+    await _connected(broker, client)
+
+    with pytest.raises(ValueError, match="qos must be 0 or 1"):
+        client.publish_nowait("t", b"x", qos=2)
+    await client.disconnect()

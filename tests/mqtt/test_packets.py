@@ -178,6 +178,22 @@ def test_an_unknown_property_is_malformed() -> None:
         packets.read_connack(_one(b"\x20\x05\x00\x00\x02\x7f\x00"), v5=True)
 
 
+def test_a_receive_maximum_of_zero_is_malformed_not_unlimited() -> None:
+    """MQTT 5 §3.2.2.3.3: a Protocol Error; read as 65,535 it once lifted every limit."""
+    with pytest.raises(MalformedPacket, match="Receive Maximum of 0"):
+        packets.read_connack(_one(b"\x20\x06\x00\x00\x03\x21\x00\x00"), v5=True)
+
+
+def test_a_qos_1_publish_with_packet_identifier_0_is_malformed() -> None:
+    """MQTT 5 §2.2.1: acknowledging it would acknowledge nothing the broker sent."""
+    publish = packets.publish("t", b"x", qos=1, packet_id=1, v5=True).replace(
+        b"\x00\x01\x00x", b"\x00\x00\x00x"
+    )
+
+    with pytest.raises(MalformedPacket, match="packet identifier 0"):
+        packets.read_publish(_one(publish), v5=True)
+
+
 def test_a_suback_gives_one_reason_per_filter() -> None:
     assert (7, [1, 0x80]) == packets.read_suback(_one(b"\x90\x05\x00\x07\x00\x01\x80"), v5=True)
 
