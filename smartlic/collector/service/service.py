@@ -474,8 +474,6 @@ class CollectorService:
                 log.error(  # noqa: TRY400 -- an outage, not a bug: the message says it all
                     "collector.store_failed", task="outbox", error=str(exc)
                 )
-                if last_round:
-                    return
             if last_round:
                 return
 
