@@ -134,16 +134,25 @@ def _slow_hook(tmp_path: Path) -> str:
     return f"{sys.executable} {slow}"
 
 
+def _shut_down_with_a_slow_hook(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, *states: LicenseState
+) -> HookRunner:
+    """A runner of a 60 s hook told of changes from REGISTERED through ``states``, then given
+    0.3 s to finish, its warnings in ``caplog``."""
+    runner = HookRunner(_slow_hook(tmp_path), udi=UDI, timeout=60.0)
+    for previous, state in itertools.pairwise((LicenseState.REGISTERED, *states)):
+        runner.state_changed(_change(previous, state))
+    with caplog.at_level(logging.WARNING, logger="smartlic.agent"):
+        runner.finish(timeout=0.3)
+    return runner
+
+
 def test_at_shutdown_a_hook_still_running_at_the_deadline_is_killed(
     tmp_path: Path,
     started_hooks: list[subprocess.Popen[bytes]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    runner = HookRunner(_slow_hook(tmp_path), udi=UDI, timeout=60.0)
-    runner.state_changed(_change(LicenseState.REGISTERED, LicenseState.AUTHORIZED))
-
-    with caplog.at_level(logging.WARNING, logger="smartlic.agent"):
-        runner.finish(timeout=0.3)
+    runner = _shut_down_with_a_slow_hook(tmp_path, caplog, LicenseState.AUTHORIZED)
 
     assert ([True], False) == ([p.poll() is not None for p in started_hooks], runner.busy)
     assert 1 == sum("still running at shutdown" in r.getMessage() for r in caplog.records)
@@ -154,12 +163,9 @@ def test_at_shutdown_a_change_whose_hook_never_ran_is_logged_naming_its_state(
     started_hooks: list[subprocess.Popen[bytes]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    runner = HookRunner(_slow_hook(tmp_path), udi=UDI, timeout=60.0)
-    runner.state_changed(_change(LicenseState.REGISTERED, LicenseState.AUTHORIZED))
-    runner.state_changed(_change(LicenseState.AUTHORIZED, LicenseState.OUT_OF_COMPLIANCE))
-
-    with caplog.at_level(logging.WARNING, logger="smartlic.agent"):
-        runner.finish(timeout=0.3)
+    _shut_down_with_a_slow_hook(
+        tmp_path, caplog, LicenseState.AUTHORIZED, LicenseState.OUT_OF_COMPLIANCE
+    )
 
     dropped = f"hook {sys.executable} not run at shutdown: the change to OUT_OF_COMPLIANCE"
     assert 1 == len(started_hooks)
