@@ -59,6 +59,7 @@ from smartlic.mqtt.paho_loop import Ticker, connect_pool, connect_properties
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
 
     from paho.mqtt.properties import Properties
 
@@ -232,7 +233,7 @@ class AsyncMqttClient(MqttClient):
             self._sock = sock
             self._sync_reading()
 
-        self._loop.call_soon_threadsafe(register)
+        self._call_in_loop(register)
 
     def _socket_close(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         def unregister() -> None:
@@ -249,8 +250,8 @@ class AsyncMqttClient(MqttClient):
 
         if self._in_loop_thread():
             unregister()
-        elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(unregister)
+        else:
+            self._call_in_loop(unregister)
 
     def _socket_register_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         def register() -> None:
@@ -260,7 +261,7 @@ class AsyncMqttClient(MqttClient):
         if self._in_loop_thread():
             register()
         else:
-            self._loop.call_soon_threadsafe(register)
+            self._call_in_loop(register)
 
     def _socket_unregister_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         def unregister() -> None:
@@ -270,7 +271,14 @@ class AsyncMqttClient(MqttClient):
         if self._in_loop_thread():
             unregister()
         else:
-            self._loop.call_soon_threadsafe(unregister)
+            self._call_in_loop(unregister)
+
+    def _call_in_loop(self, callback: Callable[[], None]) -> None:
+        """``callback`` on the loop, from paho's thread, or not at all once the loop is closed:
+        paho's ``__del__`` closes its sockets whenever the client is collected, which may be
+        after the loop it ran on has ended, and must not raise there."""
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(callback)
 
     def _in_loop_thread(self) -> bool:
         try:

@@ -4,6 +4,7 @@ own (``native``), which must behave alike."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -310,3 +311,24 @@ async def test_publish_nowait_does_not_wait_for_window_room(
 
     assert (3, 3) == (len(set(mids)), pub.pending)
     await pub.disconnect()
+
+
+@pytest.mark.parametrize(
+    "callback",
+    ["_socket_open", "_socket_close", "_socket_register_write", "_socket_unregister_write"],
+)
+def test_paho_closing_its_socket_after_the_loop_ended_raises_nothing(callback: str) -> None:
+    """paho's ``__del__`` closes its socket whenever the client is collected, which may be
+    after its loop is closed: the callbacks it calls then once raised "Event loop is closed"
+    into whatever test was running (a CI failure)."""
+
+    async def made() -> AsyncMqttClient:
+        return AsyncMqttClient(
+            client_id="late",
+            broker=parse_broker_url("mqtt://127.0.0.1:1"),
+            on_message=lambda _message: None,
+        )
+
+    client = asyncio.run(made())
+    with socket.socket() as sock:
+        getattr(client, callback)(None, None, sock)
