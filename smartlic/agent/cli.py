@@ -32,7 +32,6 @@ from smartlic.agent.settings import CoreSettings
 from smartlic.agent.statedir import load_or_create_key, locked, open_core, prepare
 from smartlic.agent.status import status_of
 from smartlic.agent.storage import FileStorage
-from smartlic.mqtt.url import BrokerUrlError
 from smartlic.protocol import ProtocolError, format_fingerprint, parse_token
 
 if TYPE_CHECKING:
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
     from smartlic.agent.core import AgentCore
     from smartlic.agent.daemon import Outcome
     from smartlic.agent.storage import Storage
-    from smartlic.mqtt.url import BrokerAddress
 
 PROG: Final = "smartlic-agent"
 EXIT_REFUSED: Final = 1
@@ -184,18 +182,6 @@ def _open(config: AgentConfig) -> tuple[AgentCore, FileStorage]:
     return core, storage
 
 
-def _broker_address(config: AgentConfig) -> BrokerAddress:
-    """The broker's address with its TLS files loaded: an unusable one is a ConfigError here,
-    before the state directory is opened, not a traceback once the daemon builds its client."""
-    address = config.broker_address()
-    if address.tls is not None:
-        try:
-            address.tls.context()
-        except BrokerUrlError as exc:
-            raise ConfigError(str(exc)) from None
-    return address
-
-
 def _talk(
     config: AgentConfig,
     core: AgentCore,
@@ -229,7 +215,7 @@ def _register(config: AgentConfig, args: argparse.Namespace) -> int:
     # A malformed token is refused before the state directory is even opened: once the daemon
     # runs, the state says "running" until it stops cleanly.
     parse_token(token)
-    _broker_address(config)
+    config.usable_broker_address()
     folder = prepare(config.state_dir)
     with locked(folder):
         core, storage = _open(config)
@@ -279,7 +265,7 @@ def _deregister(config: AgentConfig, args: argparse.Namespace) -> int:
             return 0
         if not core.state.registered:
             raise AgentError(f"{core.udi} is not registered ({core.state.value})")
-        _broker_address(config)
+        config.usable_broker_address()
         outcome = _talk(
             config,
             core,
@@ -303,7 +289,7 @@ def _run(config: AgentConfig, _args: argparse.Namespace) -> int:
     from smartlic.agent.daemon import Daemon  # noqa: PLC0415 -- keeps `status` light
 
     if config.broker:
-        _broker_address(config)
+        config.usable_broker_address()
     folder = prepare(config.state_dir)
     with locked(folder):
         core, storage = _open(config)

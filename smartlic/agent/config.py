@@ -128,6 +128,18 @@ class AgentConfig:
         except BrokerUrlError as exc:
             raise ConfigError(str(exc)) from None
 
+    def usable_broker_address(self) -> BrokerAddress:
+        """:meth:`broker_address`, its TLS files loaded: one that cannot be read is bad
+        configuration, found before the state is touched, not a traceback once the client
+        is built."""
+        address = self.broker_address()
+        if address.tls is not None:
+            try:
+                address.tls.context()
+            except BrokerUrlError as exc:
+                raise ConfigError(str(exc)) from None
+        return address
+
     def parsed_udi(self) -> Udi | None:
         return None if self.udi is None else Udi.parse(self.udi)
 

@@ -38,12 +38,11 @@ from smartlic.agent.actions import (
     ReportQueued,
     StateChanged,
 )
-from smartlic.agent.errors import AgentError, ConfigError, LocalAgentError
+from smartlic.agent.errors import AgentError, LocalAgentError
 from smartlic.agent.hooks import HookRunner
 from smartlic.agent.retry import backoff_delay, unit_interval
 from smartlic.agent.sources import UsageCommand, UsageFile
 from smartlic.agent.usage import UsageError
-from smartlic.mqtt.url import BrokerUrlError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -101,7 +100,7 @@ class Daemon:
         address = None
         if require_broker or config.broker or core.state.registered or core.pending:
             # An unregistered device with no broker runs offline, counting its evaluation.
-            address = config.broker_address()
+            address = config.usable_broker_address()
         self.broker = str(address) if address else "no broker"
         self.hooks = (
             HookRunner(config.hook, udi=str(core.udi), timeout=config.hook_timeout)
@@ -143,13 +142,7 @@ class Daemon:
         if address.username is not None:
             client.username_pw_set(address.username, address.password)
         if address.tls is not None:
-            try:
-                context = address.tls.context()
-            except BrokerUrlError as exc:
-                # A CA or certificate file that cannot be read is bad configuration, not a
-                # crash: a one-line error and exit status 2, before the state is touched.
-                raise ConfigError(str(exc)) from None
-            client.tls_set_context(context)
+            client.tls_set_context(address.tls.context())
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
