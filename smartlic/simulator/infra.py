@@ -27,6 +27,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
+from smartlic.collector.service.config import RECEIPT_RETENTION_MAX_DAYS
 from smartlic.mqtt.aio import AsyncMqttClient, MqttMessage
 from smartlic.mqtt.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
 from smartlic.protocol import (
@@ -52,8 +53,6 @@ if TYPE_CHECKING:
     from smartlic.simulator.clock import VirtualClock
 
 _START_TIMEOUT: Final = 30.0
-RECEIPT_RETENTION_DAYS: Final = 36_600
-"""The most the collector allows: the run's own collector forgets no answer during a run."""
 _AMQTT_SCRIPT: Final = """
 import asyncio, logging, sys
 from amqtt.broker import Broker
@@ -257,7 +256,7 @@ class CollectorProcess:
             # The run's checks read every accepted report's row at the end: 3,600 times
             # faster, the default 30 days of answers last 12 minutes, after which pruning
             # would make answered reports look unrecorded.
-            args += ["--receipt-retention-days", str(RECEIPT_RETENTION_DAYS)]
+            args += ["--receipt-retention-days", str(RECEIPT_RETENTION_MAX_DAYS)]
         return cls(args, log_path=log_path)
 
     @property

@@ -90,6 +90,7 @@ _CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("auto", "json", "console"),
 }
+RECEIPT_RETENTION_MAX_DAYS: Final = 100 * 366
 _AT_MOST: Final[Mapping[str, int]] = {
     # Beyond these a setting is a typo, and some would overflow SQLite's integers (a cutoff
     # of receipt_retention_days) or the protocol's timestamps (clock_skew, time_origin).
@@ -97,7 +98,7 @@ _AT_MOST: Final[Mapping[str, int]] = {
     "batch_size": 100_000,
     "intake_limit": 10_000_000,
     "crypto_workers": 256,
-    "receipt_retention_days": 100 * 366,
+    "receipt_retention_days": RECEIPT_RETENTION_MAX_DAYS,
     "time_origin": TIME_MAX,
 }
 _POSITIVE: Final = frozenset(
