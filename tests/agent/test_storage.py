@@ -195,14 +195,23 @@ def _damage_last_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_the_first_save_after_a_recovery_keeps_the_good_previous_copy(tmp_path: Path) -> None:
+def _recovered(tmp_path: Path, first: Snapshot, second: Snapshot) -> tuple[FileStorage, Snapshot]:
+    """A storage that saved ``first`` then ``second``, whose current file was then damaged,
+    and what it loaded back (``first``, from the previous copy)."""
     storage = FileStorage(tmp_path)
-    first = registered_snapshot()
     storage.save(first)
-    storage.save(dataclasses.replace(first, next_seq=first.next_seq + 1))
+    storage.save(second)
     _damage_last_byte(tmp_path / "state.cbor")
     recovered = storage.load()
     assert recovered is not None
+    return storage, recovered
+
+
+def test_the_first_save_after_a_recovery_keeps_the_good_previous_copy(tmp_path: Path) -> None:
+    first = registered_snapshot()
+    storage, recovered = _recovered(
+        tmp_path, first, dataclasses.replace(first, next_seq=first.next_seq + 1)
+    )
 
     storage.save(recovered)
 
@@ -212,13 +221,8 @@ def test_the_first_save_after_a_recovery_keeps_the_good_previous_copy(tmp_path: 
 def test_saves_after_the_first_since_a_recovery_keep_the_previous_copy_again(
     tmp_path: Path,
 ) -> None:
-    storage = FileStorage(tmp_path)
     first = registered_snapshot()
-    storage.save(first)
-    storage.save(first)
-    _damage_last_byte(tmp_path / "state.cbor")
-    recovered = storage.load()
-    assert recovered is not None
+    storage, recovered = _recovered(tmp_path, first, first)
     storage.save(recovered)
 
     storage.save(dataclasses.replace(recovered, next_seq=recovered.next_seq + 1))
