@@ -46,6 +46,9 @@ class Batch:
     """Pools whose usage this batch moved: evaluated, and recorded if they flipped."""
     last_seq: dict[str, int] = field(default_factory=dict)
     reports: dict[tuple[str, int], Accepted] = field(default_factory=dict)
+    answered_as: dict[int, DeviceRecord] = field(default_factory=dict)
+    """Each accepted report's device (by the report's ``id``) as the report left it: a
+    deregistration later in the batch must not take the counts its answer is about."""
     superseded: set[int] = field(default_factory=set)
     """Accepted reports (by ``id``) of a registration that a later one in this batch replaced:
     answered, but not kept, since the new registration starts a new sequence window."""
@@ -61,7 +64,7 @@ class Batch:
         """The batch's answers in arrival order, the order they are sent and numbered in."""
         by_item: dict[int, NoticeOwed] = {}
         for accepted in self.accepted:
-            device = self.records[accepted.update.device.device_id]
+            device = self.answered_as[id(accepted)]
             by_item[id(accepted.item)] = NoticeRequest(
                 device=device, counts=device.counts, in_reply_to=accepted.update.seq
             )

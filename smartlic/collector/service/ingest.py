@@ -278,6 +278,8 @@ class Ingest:
                 counts, last_seq=batch.last_seq[device_id], at=batch.now
             )
         batch.pools.update(applied.deltas)
+        for accepted in batch.pending:
+            batch.answered_as[id(accepted)] = batch.records[accepted.update.device.device_id]
         batch.accepted.extend(batch.pending)
         batch.pending.clear()
 
