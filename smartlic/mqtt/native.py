@@ -72,6 +72,8 @@ class NativeMqttClient(MqttClient):
         self._reader = PacketReader(max_size=MAX_PACKET)
         self._outgoing = OutgoingQueue()
         self._send_quota = MAX_PACKET_ID
+        self._send_limit: int | None = None
+        """The broker's Maximum Packet Size on this connection (MQTT 5 §3.2.2.3.6)."""
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
         self._connack: asyncio.Future[packets.ConnAck] | None = None
         self._writes: list[bytes] = []
@@ -186,7 +188,10 @@ class NativeMqttClient(MqttClient):
         if qos == 0:
             if not self._link_up:
                 raise MqttError("publish failed: not connected")
-            self._send(packets.publish(topic, payload, qos=0, packet_id=0, v5=self._v5))
+            packet = packets.publish(topic, payload, qos=0, packet_id=0, v5=self._v5)
+            if self._too_large(packet):
+                raise MqttError(f"publish failed: over the broker's {self._send_limit} bytes")
+            self._send(packet)
             return 0
         try:
             packet_id = self._outgoing.allocate_id(busy=self._subacks)
@@ -211,12 +216,16 @@ class NativeMqttClient(MqttClient):
             link.transport.pause_reading()
 
     def _pump(self) -> None:
-        """Send queued publishes while the broker's Receive Maximum allows."""
-        if not self._link_up:
-            return
-        for packet_id, message, dup in self._outgoing.due(self._send_quota):
-            self._send(
-                packets.publish(
+        """Send queued publishes while the broker's Receive Maximum allows.
+
+        One over the broker's Maximum Packet Size is not sent: the broker would end the
+        connection (MQTT 5 §3.2.2.3.6), and the message would go again, and end it again, on
+        every connection after. It is refused instead, as a PUBACK with 0x95 would refuse it.
+        """
+        while self._link_up:
+            too_large: list[int] = []
+            for packet_id, message, dup in self._outgoing.due(self._send_quota):
+                packet = packets.publish(
                     message.topic,
                     message.payload,
                     qos=message.qos,
@@ -224,7 +233,19 @@ class NativeMqttClient(MqttClient):
                     v5=self._v5,
                     dup=dup,
                 )
-            )
+                if self._too_large(packet):
+                    too_large.append(packet_id)
+                else:
+                    self._send(packet)
+            if not too_large:
+                return
+            for packet_id in too_large:
+                self._outgoing.acknowledged(packet_id)
+                self._acknowledged(packet_id, refused=packets.PACKET_TOO_LARGE)
+
+    def _too_large(self, packet: bytes) -> bool:
+        limit = self._send_limit
+        return limit is not None and len(packet) > limit
 
     def _send(self, data: bytes) -> None:
         """Write at the end of this turn of the event loop, together with whatever else."""
@@ -311,6 +332,7 @@ class NativeMqttClient(MqttClient):
             ack.server_keepalive if ack.server_keepalive is not None else self.keepalive
         )
         self._send_quota = ack.receive_maximum
+        self._send_limit = ack.maximum_packet_size
         self._link_accepted()
         self._outgoing.restart()
         future.set_result(ack)

@@ -65,6 +65,8 @@ RECEIVE_MAXIMUM: Final = 0x21
 SERVER_KEEP_ALIVE: Final = 0x13
 REASON_STRING: Final = 0x1F
 MAXIMUM_PACKET_SIZE: Final = 0x27
+PACKET_TOO_LARGE: Final = 0x95
+"""The reason code for a packet over the receiver's Maximum Packet Size (MQTT 5 §2.4)."""
 
 
 def varint(value: int) -> bytes:
@@ -192,6 +194,8 @@ class ConnAck:
     receive_maximum: int = 65535
     server_keepalive: int | None = None
     reason_string: str | None = None
+    maximum_packet_size: int | None = None
+    """The largest packet the broker takes (MQTT 5 §3.2.2.3.6); ``None``: no limit told."""
 
 
 class PacketReader:
@@ -322,12 +326,16 @@ def read_connack(packet: Packet, *, v5: bool) -> ConnAck:
     receive_maximum = _int(props.get(RECEIVE_MAXIMUM), None)
     if receive_maximum == 0:  # MQTT 5 §3.2.2.3.3: a Protocol Error, not "no limit"
         raise MalformedPacket("CONNACK with a Receive Maximum of 0")
+    maximum_packet_size = _int(props.get(MAXIMUM_PACKET_SIZE), None)
+    if maximum_packet_size == 0:  # MQTT 5 §3.2.2.3.6: a Protocol Error
+        raise MalformedPacket("CONNACK with a Maximum Packet Size of 0")
     return ConnAck(
         session_present=ack.session_present,
         reason=ack.reason,
         receive_maximum=receive_maximum or 65535,
         server_keepalive=_int(keepalive, None),
         reason_string=text if isinstance(text, str) else None,
+        maximum_packet_size=maximum_packet_size,
     )
 
 

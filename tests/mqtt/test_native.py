@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from smartlic.mqtt import packets
 from smartlic.mqtt.aio import AsyncMqttClient
+from smartlic.mqtt.broker import MosquittoBroker
 from smartlic.mqtt.common import Backoff, MqttError, MqttMessage
 from smartlic.mqtt.native import MAX_PACKET, NativeMqttClient
 from smartlic.mqtt.packets import Packet, PacketReader, PacketType
@@ -496,3 +497,63 @@ async def test_publishing_at_qos_2_is_refused_as_misuse(broker: ScriptedBroker) 
     with pytest.raises(ValueError, match="qos must be 0 or 1"):
         client.publish_nowait("t", b"x", qos=2)
     await client.disconnect()
+
+
+async def test_a_publish_over_the_brokers_maximum_packet_size_is_refused_not_sent(
+    broker: ScriptedBroker,
+) -> None:
+    """Sent, it would end the connection (MQTT 5 §3.2.2.3.6), and go again and end it again
+    on every connection after; it is refused as a PUBACK 0x95 would refuse it."""
+    refused: list[tuple[int, int]] = []
+    client = _client(broker, on_refused=lambda mid, reason: refused.append((mid, reason)))
+    connecting = asyncio.create_task(client.connect())
+    peer = await broker.accept(connack=b"\x20\x08\x00\x00\x05\x27\x00\x00\x00\x40")  # 64
+    await connecting
+
+    big = client.publish_nowait("notices/1", b"x" * 64)
+    client.publish_nowait("notices/2", b"small")
+    sent = packets.read_publish(await peer.expect(PacketType.PUBLISH), v5=True)
+
+    assert [(big, packets.PACKET_TOO_LARGE)] == refused
+    assert ("notices/2", 1, True) == (sent.topic, client.pending, client.connected)
+    await client.disconnect()
+
+
+async def test_a_qos_0_publish_over_the_brokers_maximum_packet_size_raises(
+    broker: ScriptedBroker,
+) -> None:
+    client = _client(broker)
+    connecting = asyncio.create_task(client.connect())
+    await broker.accept(connack=b"\x20\x08\x00\x00\x05\x27\x00\x00\x00\x40")
+    await connecting
+
+    with pytest.raises(MqttError, match="over the broker's 64 bytes"):
+        client.publish_nowait("notices/1", b"x" * 64, qos=0)
+    await client.disconnect()
+
+
+@pytest.mark.broker
+async def test_mosquittos_max_packet_size_refuses_the_large_publish_and_keeps_the_link(
+    tmp_path: Path,
+) -> None:
+    """Against a real Mosquitto configured with ``max_packet_size``."""
+    refused: list[int] = []
+    published: list[int] = []
+    with MosquittoBroker(tmp_path / "broker", extra_config="max_packet_size 200") as mosquitto:
+        client = NativeMqttClient(
+            client_id="collector",
+            broker=BrokerAddress(host="127.0.0.1", port=mosquitto.port),
+            on_message=lambda _message: None,
+            on_published=published.append,
+            on_refused=lambda mid, _reason: refused.append(mid),
+        )
+        await client.connect()
+        big = client.publish_nowait("notices/1", b"x" * 300)
+        small = client.publish_nowait("notices/2", b"small")
+        async with asyncio.timeout(5):
+            while not published:
+                await asyncio.sleep(0.01)
+        connected = client.connected
+        await client.disconnect()
+
+    assert ([big], [small], True) == (refused, published, connected)

@@ -184,6 +184,25 @@ def test_a_receive_maximum_of_zero_is_malformed_not_unlimited() -> None:
         packets.read_connack(_one(b"\x20\x06\x00\x00\x03\x21\x00\x00"), v5=True)
 
 
+def test_a_v5_connack_gives_the_brokers_maximum_packet_size() -> None:
+    properties = b"\x05\x27\x00\x00\x01\x00"  # Maximum Packet Size 256
+
+    assert (
+        256
+        == packets.read_connack(_one(b"\x20\x08\x00\x00" + properties), v5=True).maximum_packet_size
+    )
+
+
+def test_a_v5_connack_without_a_maximum_packet_size_sets_no_limit() -> None:
+    assert None is packets.read_connack(_one(b"\x20\x03\x00\x00\x00"), v5=True).maximum_packet_size
+
+
+def test_a_maximum_packet_size_of_zero_is_malformed() -> None:
+    """MQTT 5 §3.2.2.3.6: a Protocol Error."""
+    with pytest.raises(MalformedPacket, match="Maximum Packet Size of 0"):
+        packets.read_connack(_one(b"\x20\x08\x00\x00\x05\x27\x00\x00\x00\x00"), v5=True)
+
+
 def test_a_qos_1_publish_with_packet_identifier_0_is_malformed() -> None:
     """MQTT 5 §2.2.1: acknowledging it would acknowledge nothing the broker sent."""
     publish = packets.publish("t", b"x", qos=1, packet_id=1, v5=True).replace(
