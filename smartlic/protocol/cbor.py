@@ -17,7 +17,9 @@ UUIDs (tag 37) and ``undefined`` into Python values that re-encode to the very s
 the fast path also checks the decoded value's types (:func:`_check_plain`); smartlic's data
 model is integers within 64 bits, byte and text strings, arrays, maps, ``true``, ``false`` and
 ``null``, plus one tag on the outermost item for the caller to interpret (COSE_Sign1's 18).
-A tag counts as one level of nesting, as cbor2's ``max_depth`` counts it.
+That tag is read here, not by cbor2, which would interpret the tags it knows (a date, a
+bignum) and fail on content that is well-formed all the same. A tag counts as one level of
+nesting, as cbor2's ``max_depth`` counts it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ MAX_DEPTH: Final = 6
 
 _MAJOR_UINT, _MAJOR_NINT, _MAJOR_BSTR, _MAJOR_TSTR = 0, 1, 2, 3
 _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 4, 5, 6, 7
+_BIGNUM_TAGS: Final = frozenset((2, 3))
+_BIGNUMS_REFUSED: Final = "bignums (tags 2 and 3, RFC 8949 §3.4.3) are not allowed"
 _ALLOWED_SIMPLE: Final = frozenset({20, 21, 22})  # false, true, null
 _INDEFINITE: Final = 31
 _SCALARS: Final = frozenset({int, str, bytes, bool, type(None), float})
@@ -150,6 +154,28 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
         )
     if not data:
         raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, "empty input")
+    if data[0] >> 5 != _MAJOR_TAG:
+        return _decode_untagged(data, data, max_depth=max_depth)
+    # Only the outermost item may be tagged, and which tag it may carry is the caller's call
+    # (COSE_Sign1 is tag 18, RFC 9052 §4.2). The tag is read here rather than by cbor2, which
+    # interprets the tags it knows (0 a date, 2 a bignum, 55799 nothing at all) and fails on,
+    # or re-encodes differently, content that is well-formed CBOR all the same (RFC 8949 §3.4).
+    tag, start = data[0] & 0x1F, 1  # a tag below 24 (18 among them) is its own head
+    if tag >= 24:  # RFC 8949 §3.1: additional information 24 and up: the argument follows
+        walker = _Walker(data, max_depth)
+        _, _, tag = walker._head()  # noqa: SLF001 -- the walker's head reader, minimality included
+        start = walker.pos
+    if tag in _BIGNUM_TAGS:
+        # An integer in the data model, not a tag for the caller: refused as one, at any size.
+        raise RemoteProtocolError(ErrorCode.UNSUPPORTED_CBOR, _BIGNUMS_REFUSED)
+    if start == len(data):
+        raise RemoteProtocolError(ErrorCode.MALFORMED_CBOR, "truncated CBOR input")
+    return cbor2.CBORTag(tag, _decode_untagged(data[start:], data, max_depth=max_depth - 1))
+
+
+def _decode_untagged(data: bytes, whole: bytes, *, max_depth: int) -> Any:
+    """Decode ``data``, an item that is not a tag (``whole``, what it was received in, is
+    what a refusal is diagnosed on, so that its byte offsets are the sender's)."""
     try:
         value = cbor2.loads(data, max_depth=max_depth)
     except Exception:  # noqa: BLE001 -- the decoder's contract: any failure becomes ours
@@ -157,7 +183,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
         # at the bottom as a level, the walker counts containers only, so a scalar inside
         # ``max_depth`` containers is one level more for cbor2. Asking cbor2 for one level
         # more up front would let ``max_depth + 1`` containers through, the last one empty.
-        diagnose(data, max_depth=max_depth)
+        diagnose(whole, max_depth=_whole_depth(whole, data, max_depth))
         try:
             value = cbor2.loads(data, max_depth=max_depth + 1)
         except Exception as exc:  # noqa: BLE001 -- as above
@@ -170,21 +196,28 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
     except Exception:  # noqa: BLE001 -- a value cbor2 cannot re-encode is not deterministic CBOR
         canonical = b""
     if canonical != data:
-        diagnose(data, max_depth=max_depth)
-        # A tag cbor2 interprets (a date, a set, ...) re-encodes differently but is no less a tag.
-        _check_plain(value, top=True)
+        diagnose(whole, max_depth=_whole_depth(whole, data, max_depth))
+        _check_plain(value)
+        # Every rule of §4.2.1 holds, yet the value does not encode back to the same bytes:
+        # two keys of a map decoded to one (1 and true, 0 and false are equal in Python).
         raise RemoteProtocolError(
-            ErrorCode.NOT_DETERMINISTIC, "CBOR is not in deterministic encoding (RFC 8949 §4.2.1)"
+            ErrorCode.UNSUPPORTED_CBOR,
+            "map keys that decode to equal values (such as 1 and true) are not supported",
         )
-    if not _check_plain(value, top=True):
-        diagnose(data, max_depth=max_depth)
+    if not _check_plain(value):
+        diagnose(whole, max_depth=_whole_depth(whole, data, max_depth))
         raise RemoteProtocolError(
             ErrorCode.NOT_DETERMINISTIC, "map keys are not in bytewise order (RFC 8949 §4.2.1)"
         )
     return value
 
 
-def _check_plain(value: Any, *, top: bool) -> bool:  # noqa: C901, PLR0912 -- one branch per decoded type
+def _whole_depth(whole: bytes, data: bytes, max_depth: int) -> int:
+    """The depth allowed in ``whole`` when ``data``, at its end, is allowed ``max_depth``."""
+    return max_depth if whole is data else max_depth + 1
+
+
+def _check_plain(value: Any) -> bool:  # noqa: C901, PLR0912 -- one branch per decoded type
     """Refuse what cbor2 decoded from a float, a tag below the top or an odd simple value;
     return whether every map's keys are in bytewise order of their encodings.
 
@@ -194,10 +227,7 @@ def _check_plain(value: Any, *, top: bool) -> bool:  # noqa: C901, PLR0912 -- on
     kind = type(value)
     if kind is int:
         if not _INT_MIN <= value <= _INT_MAX:
-            raise RemoteProtocolError(
-                ErrorCode.UNSUPPORTED_CBOR,
-                "bignums (tags 2 and 3, RFC 8949 §3.4.3) are not allowed",
-            )
+            raise RemoteProtocolError(ErrorCode.UNSUPPORTED_CBOR, _BIGNUMS_REFUSED)
         return True
     if kind in _PLAIN_SCALARS:
         return True
@@ -206,7 +236,7 @@ def _check_plain(value: Any, *, top: bool) -> bool:  # noqa: C901, PLR0912 -- on
         for item in value:
             of = type(item)
             if of not in _PLAIN_SCALARS and (of is not int or not _INT_MIN <= item <= _INT_MAX):
-                ordered = _check_plain(item, top=False) and ordered
+                ordered = _check_plain(item) and ordered
         return ordered
     if kind in (dict, cbor2.FrozenDict):
         ordered = True
@@ -214,17 +244,15 @@ def _check_plain(value: Any, *, top: bool) -> bool:  # noqa: C901, PLR0912 -- on
         for key, item in value.items():
             of = type(key)
             if of not in _PLAIN_SCALARS and (of is not int or not _INT_MIN <= key <= _INT_MAX):
-                ordered = _check_plain(key, top=False) and ordered
+                ordered = _check_plain(key) and ordered
             of = type(item)
             if of not in _PLAIN_SCALARS and (of is not int or not _INT_MIN <= item <= _INT_MAX):
-                ordered = _check_plain(item, top=False) and ordered
+                ordered = _check_plain(item) and ordered
             encoded = _encoded_key(key)
             if previous is not None and not previous < encoded:
                 ordered = False
             previous = encoded
         return ordered
-    if kind is cbor2.CBORTag and top:
-        return _check_plain(value.value, top=False)
     if kind is float:
         raise RemoteProtocolError(
             ErrorCode.UNSUPPORTED_CBOR, "floating-point values are not allowed"

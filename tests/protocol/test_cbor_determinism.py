@@ -46,8 +46,15 @@ REJECTED = [
     ("nested-cose-tag", "81d2a0", ErrorCode.UNSUPPORTED_CBOR),
     ("bignum", "c249010000000000000000", ErrorCode.UNSUPPORTED_CBOR),
     ("negative-bignum", "c349010000000000000000", ErrorCode.UNSUPPORTED_CBOR),
-    ("uuid-tag", "d82550" + "00" * 16, ErrorCode.UNSUPPORTED_CBOR),
-    ("date-tag", "d8641901f4", ErrorCode.UNSUPPORTED_CBOR),
+    ("small-bignum", "c24101", ErrorCode.UNSUPPORTED_CBOR),
+    ("small-negative-bignum", "c34101", ErrorCode.UNSUPPORTED_CBOR),
+    ("nested-bignum", "81c24101", ErrorCode.UNSUPPORTED_CBOR),
+    ("uuid-tag", "81d82550" + "00" * 16, ErrorCode.UNSUPPORTED_CBOR),
+    ("date-tag", "81d8641901f4", ErrorCode.UNSUPPORTED_CBOR),
+    ("nested-bad-date-tag", "81c06261" + "62", ErrorCode.UNSUPPORTED_CBOR),
+    ("one-and-true-keys", "a20100f500", ErrorCode.UNSUPPORTED_CBOR),
+    ("zero-and-false-keys", "a20000f400", ErrorCode.UNSUPPORTED_CBOR),
+    ("one-and-true-in-keys", "a281010081f500", ErrorCode.UNSUPPORTED_CBOR),
     ("undefined", "f7", ErrorCode.UNSUPPORTED_CBOR),
     ("simple-16", "f0", ErrorCode.UNSUPPORTED_CBOR),
     ("simple-32", "f820", ErrorCode.UNSUPPORTED_CBOR),
@@ -69,14 +76,22 @@ def test_decoder_refuses_with_a_specific_code(data: str, code: ErrorCode) -> Non
     assert code == caught.value.code
 
 
-# Top-level tags the byte walker lets through for the caller to judge, but which cbor2 turns
-# into Python values (int, UUID, date): the decoder's type check is what refuses them.
-_INTERPRETED_TOP_LEVEL_TAGS = {"bignum", "negative-bignum", "uuid-tag", "date-tag"}
+# What the byte walker lets through and the decoder refuses on the value: a bignum on the
+# outermost item (an integer, not a tag for the caller) and map keys equal in Python.
+_REFUSED_ON_THE_VALUE = {
+    "bignum",
+    "negative-bignum",
+    "small-bignum",
+    "small-negative-bignum",
+    "one-and-true-keys",
+    "zero-and-false-keys",
+    "one-and-true-in-keys",
+}
 
 
 @pytest.mark.parametrize(
     ("data", "code"),
-    [pytest.param(h, c, id=i) for i, h, c in REJECTED if i not in _INTERPRETED_TOP_LEVEL_TAGS],
+    [pytest.param(h, c, id=i) for i, h, c in REJECTED if i not in _REFUSED_ON_THE_VALUE],
 )
 def test_walker_names_the_same_rule_as_the_decoder(data: str, code: ErrorCode) -> None:
     """The slow byte walker, asked directly, agrees with the decoder's verdict."""
@@ -84,6 +99,31 @@ def test_walker_names_the_same_rule_as_the_decoder(data: str, code: ErrorCode) -
         diagnose(bytes.fromhex(data))
 
     assert code == caught.value.code
+
+
+@pytest.mark.parametrize(
+    ("data", "tag", "content"),
+    [
+        ("c06261" + "62", 0, "ab"),  # not a date cbor2 can read: still well-formed CBOR
+        ("c100", 1, 0),
+        ("d9d9f700", 55799, 0),  # self-described CBOR (RFC 8949 §3.4.6)
+        ("d82550" + "00" * 16, 37, b"\x00" * 16),
+        ("d81c00", 28, 0),
+    ],
+)
+def test_the_outermost_tag_is_handed_to_the_caller_uninterpreted(
+    data: str, tag: int, content: object
+) -> None:
+    """Which tag the outermost item may carry is the caller's call (COSE_Sign1's 18): tags
+    cbor2 knows were once interpreted, and refused as malformed or not deterministic."""
+    assert cbor2.CBORTag(tag, content) == decode(bytes.fromhex(data))
+
+
+def test_a_lone_tag_head_is_truncated() -> None:
+    with pytest.raises(RemoteProtocolError, match="truncated") as caught:
+        decode(bytes.fromhex("d2"))
+
+    assert ErrorCode.MALFORMED_CBOR == caught.value.code
 
 
 def test_nesting_up_to_the_limit_is_accepted() -> None:
