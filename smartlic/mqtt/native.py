@@ -220,28 +220,25 @@ class NativeMqttClient(MqttClient):
 
         One over the broker's Maximum Packet Size is not sent: the broker would end the
         connection (MQTT 5 §3.2.2.3.6), and the message would go again, and end it again, on
-        every connection after. It is refused instead, as a PUBACK with 0x95 would refuse it.
+        every connection after. It is refused instead, as a PUBACK with 0x95 would refuse it,
+        and as late: not before ``publish_nowait`` has returned its packet id to the caller,
+        who could not tell what the refusal was about.
         """
-        while self._link_up:
-            too_large: list[int] = []
-            for packet_id, message, dup in self._outgoing.due(self._send_quota):
-                packet = packets.publish(
-                    message.topic,
-                    message.payload,
-                    qos=message.qos,
-                    packet_id=packet_id,
-                    v5=self._v5,
-                    dup=dup,
-                )
-                if self._too_large(packet):
-                    too_large.append(packet_id)
-                else:
-                    self._send(packet)
-            if not too_large:
-                return
-            for packet_id in too_large:
-                self._outgoing.acknowledged(packet_id)
-                self._acknowledged(packet_id, refused=packets.PACKET_TOO_LARGE)
+        if not self._link_up:
+            return
+        for packet_id, message, dup in self._outgoing.due(self._send_quota):
+            packet = packets.publish(
+                message.topic,
+                message.payload,
+                qos=message.qos,
+                packet_id=packet_id,
+                v5=self._v5,
+                dup=dup,
+            )
+            if self._too_large(packet):
+                self._loop.call_soon(self._puback, packet_id, packets.PACKET_TOO_LARGE)
+            else:
+                self._send(packet)
 
     def _too_large(self, packet: bytes) -> bool:
         limit = self._send_limit

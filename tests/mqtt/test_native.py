@@ -512,8 +512,10 @@ async def test_a_publish_over_the_brokers_maximum_packet_size_is_refused_not_sen
 
     big = client.publish_nowait("notices/1", b"x" * 64)
     client.publish_nowait("notices/2", b"small")
+    refused_at_once = refused[:]
     sent = packets.read_publish(await peer.expect(PacketType.PUBLISH), v5=True)
 
+    assert [] == refused_at_once, "refused before the caller had its packet id"
     assert [(big, packets.PACKET_TOO_LARGE)] == refused
     assert ("notices/2", 1, True) == (sent.topic, client.pending, client.connected)
     await client.disconnect()
