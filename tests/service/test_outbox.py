@@ -9,7 +9,7 @@ next reconnect or restart, long after it was delivered.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pytest
 from smartlic.collector.devices import find_devices
@@ -18,6 +18,7 @@ from smartlic.collector.service.ingest import Ingest
 from smartlic.collector.service.notices import NoticeRequest, number_notices
 from smartlic.collector.service.outbox import forget_pushes, queue_pushes, unsent_pushes
 from smartlic.collector.store import StoreError, open_store
+from smartlic.mqtt.native import NativeMqttClient
 from smartlic.protocol import Authorization, OutOfComplianceNotice, seal
 from structlog.testing import capture_logs
 
@@ -188,3 +189,69 @@ async def test_a_push_of_the_last_batch_before_a_clean_stop_leaves_the_outbox(
 
     assert 0 == await _outbox_rows(collector_site)
     assert 1 == pushed.tags[TAG].shortfall
+
+
+class _SlowBroker(NativeMqttClient):
+    """The service's client with a publish window of 2, whose PUBACKs can be held back (a
+    slow broker), recording every payload it publishes."""
+
+    made: ClassVar[list[_SlowBroker]] = []
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{**options, "max_pending": 2})
+        self.holding = False
+        self.held: list[tuple[int, int]] = []
+        self.published: list[bytes] = []
+        _SlowBroker.made.append(self)
+
+    def _puback(self, packet_id: int, reason: int) -> None:
+        if self.holding:
+            self.held.append((packet_id, reason))
+        else:
+            super()._puback(packet_id, reason)
+
+    def release(self) -> None:
+        self.holding = False
+        held, self.held = self.held, []
+        for packet_id, reason in held:
+            super()._puback(packet_id, reason)
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
+        mid = await super().publish(topic, payload, qos)
+        self.published.append(payload)
+        return mid
+
+
+async def test_a_push_waiting_for_window_room_is_not_resent_by_the_reconnection_too(
+    collector_site: Site,
+    mosquitto: MosquittoBroker,
+    make_device: MakeDevice,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pushes of a deposit wait for room in a full window when the connection drops: the
+    resend after the reconnection used to publish them as well, each one twice."""
+    monkeypatch.setattr(service_module, "NativeMqttClient", _SlowBroker)
+    _SlowBroker.made.clear()
+    await collector_site.deposit("PO-1", quantity=1)
+    async with running_service(collector_site, mosquitto):
+        (client,) = _SlowBroker.made
+        for _ in range(5):
+            device = await make_device()
+            await device.register(await collector_site.token())
+            await device.report({TAG: 1})
+        client.holding = True
+        client.published.clear()
+        await collector_site.deposit("PO-2", quantity=10)
+        async with asyncio.timeout(5):
+            while client.pending < 2:
+                await asyncio.sleep(0.01)
+        client._drop_link("the test drops the connection")
+        async with asyncio.timeout(10):
+            await client.wait_connected()
+        await asyncio.sleep(0.3)
+        client.release()
+        async with asyncio.timeout(10):
+            while await _outbox_rows(collector_site):
+                await asyncio.sleep(0.05)
+
+    assert len(set(client.published)) == len(client.published)

@@ -85,6 +85,9 @@ class CollectorService:
         # Outbox rows whose push the broker acknowledged, not yet deleted: kept through a
         # store outage so that they are deleted once it ends, and not sent again meanwhile.
         self._delivered: list[int] = []
+        self._claimed: set[int] = set()
+        """Outbox rows a task is publishing, not yet given a packet id (it may be waiting for
+        room in the publish window): the resend after a reconnection leaves them to it."""
         self._resend_wanted = False
         self._outbox_wake = asyncio.Event()
         self._pushes_settled = asyncio.Event()
@@ -492,7 +495,7 @@ class CollectorService:
         while True:
             async with self._require_store().read() as tx:
                 page = await unsent_pushes(tx, after=after, limit=RESEND_PAGE)
-            known = {*self._outbox_mids.values(), *self._delivered}
+            known = {*self._outbox_mids.values(), *self._delivered, *self._claimed}
             if not await self._send([p for p in page if p.outbox_id not in known]):
                 return
             if len(page) < RESEND_PAGE:
@@ -523,18 +526,26 @@ class CollectorService:
         that is no reason to end the service with an error.
         """
         client = self._require_client()
-        for sent, message in enumerate(outgoing):
-            try:
-                mid = await client.publish(self.topics.downlink(message.device_id), message.payload)
-            except MqttError as exc:
-                if not self._stopping.is_set():
-                    raise
-                log.warning(
-                    "collector.publish_abandoned", left=len(outgoing) - sent, error=str(exc)
-                )
-                return False
-            if message.outbox_id is not None:
-                self._outbox_mids[mid] = message.outbox_id
+        claimed = {m.outbox_id for m in outgoing if m.outbox_id is not None}
+        self._claimed |= claimed
+        try:
+            for sent, message in enumerate(outgoing):
+                try:
+                    mid = await client.publish(
+                        self.topics.downlink(message.device_id), message.payload
+                    )
+                except MqttError as exc:
+                    if not self._stopping.is_set():
+                        raise
+                    log.warning(
+                        "collector.publish_abandoned", left=len(outgoing) - sent, error=str(exc)
+                    )
+                    return False
+                if message.outbox_id is not None:
+                    self._outbox_mids[mid] = message.outbox_id
+        finally:
+            # What was not published stays in the outbox, for the next resend to take.
+            self._claimed -= claimed
         return True
 
     def _require_client(self) -> NativeMqttClient:
