@@ -137,6 +137,15 @@ async def delete_virtual_account(
         "UPDATE tokens SET revoked_at = ?, revoked_by = ? WHERE va_id = ? AND revoked_at IS NULL",
         (now, actor.email, va.id),
     )
+    granted = await tx.fetch_all(
+        "SELECT users.email AS email, grants.role AS role FROM grants"
+        " JOIN users ON users.id = grants.user_id WHERE grants.va_id = ? ORDER BY users.email",
+        (va.id,),
+    )
+    if granted:
+        # Deleting the VA takes its users' roles away, which is user management (SPEC §2: an
+        # SA user may do everything but that), not a way around it.
+        authorize(actor, Permission.USER_MANAGE, va.scope)
     grants = await tx.execute("DELETE FROM grants WHERE va_id = ?", (va.id,))
     await tx.execute("UPDATE virtual_accounts SET deleted_at = ? WHERE id = ?", (now, va.id))
     await audit.append(
@@ -148,7 +157,17 @@ async def delete_virtual_account(
                 "va.delete",
                 before={"name": va.name},
                 after={"tokens_revoked": tokens, "grants_removed": grants},
-            )
+            ),
+            *(
+                AuditEntry(
+                    actor=actor.email,
+                    action="user.remove",
+                    subject=f"user {row['email']}",
+                    account_id=va.account_id,
+                    before={"roles": [f"{row['role']}@{va.name}"]},
+                )
+                for row in granted
+            ),
         ],
         now=now,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from smartlic.collector import audit
 from smartlic.collector import site as site_ops
 from smartlic.collector.accounts import (
     Policy,
@@ -14,9 +15,10 @@ from smartlic.collector.accounts import (
     list_accounts,
 )
 from smartlic.collector.device_admin import deregister_device
-from smartlic.collector.errors import InvalidRequest, NotFound, Refused
+from smartlic.collector.errors import InvalidRequest, NotFound, PermissionDenied, Refused
 from smartlic.collector.orders import OrderLine, deposit_order
-from smartlic.collector.users import list_users, load_actor
+from smartlic.collector.rbac import Role
+from smartlic.collector.users import add_user, list_users, load_actor
 from smartlic.collector.virtual_accounts import (
     Contents,
     can_delete_virtual_account,
@@ -29,6 +31,8 @@ from smartlic.collector.virtual_accounts import (
 )
 
 from .collector_support import ALICE, DAY, NOW, OPERATOR, Site, udi_of
+
+SAM = "sam@acme.example"
 
 
 async def test_a_new_smart_account_has_a_default_va_named_default(site: Site) -> None:
@@ -260,3 +264,34 @@ async def test_the_operator_is_a_user_too(site: Site) -> None:
     async with site.store.read() as tx:
         actor = await load_actor(tx, OPERATOR.upper())
     assert OPERATOR == actor.email
+
+
+async def _engineering_with_a_va_user(site: Site) -> None:
+    """Engineering, emptied of its devices, with a va-user, and an sa-user on ACME."""
+    for email, role, va in (
+        ("vic@acme.example", Role.VA_USER, "Engineering"),
+        (SAM, Role.SA_USER, None),
+    ):
+        await site.run(add_user, account_name="ACME", email=email, role=role, va_name=va, now=NOW)
+
+
+async def test_an_sa_user_cannot_delete_a_va_that_grants_roles(site: Site) -> None:
+    """It would take the VA's users' roles away: user management, which SPEC §2 leaves to
+    admins; deleting the VA was a way around ``user remove``."""
+    await _engineering_with_a_va_user(site)
+
+    with pytest.raises(PermissionDenied, match=r"user\.manage"):
+        await site.run(
+            delete_virtual_account, as_=SAM, account_name="ACME", name="Engineering", now=NOW
+        )
+
+
+async def test_deleting_a_va_audits_each_role_it_takes_away(site: Site) -> None:
+    await _engineering_with_a_va_user(site)
+    await site.run(delete_virtual_account, account_name="ACME", name="Engineering", now=NOW)
+
+    async with site.store.read() as tx:
+        removals = [e for e in await audit.entries(tx) if e.action == "user.remove"]
+    assert [("user vic@acme.example", '{"roles":["va-user@Engineering"]}')] == [
+        (e.subject, e.before) for e in removals
+    ]
