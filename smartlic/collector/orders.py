@@ -140,7 +140,7 @@ async def _order_row(tx: Transaction, number: str) -> Row:
     return row
 
 
-async def deposit_order(
+async def deposit_order(  # noqa: PLR0913 -- keyword-only fields of one request
     tx: Transaction,
     actor: Actor,
     *,
@@ -149,14 +149,20 @@ async def deposit_order(
     lines: Sequence[OrderLine],
     account_name: str,
     va_name: str | None = None,
+    kind: AccountKind | None = None,
     now: int,
 ) -> Order:
-    """Deposit an order into a smart account's VA (default VA if none) or a holding account."""
+    """Deposit an order into a smart account's VA (default VA if none) or a holding account;
+    ``kind``, when given, is the kind the caller means the account to be."""
     number = check_name("order number", number)
     lines = [check_order_line(line) for line in lines]
     if not lines:
         raise InvalidRequest("an order has at least one line")
     account = await find_account(tx, account_name, seen_by=actor)
+    if kind is not None and account.kind is not kind:
+        # A deposit cannot be undone: one meant for a partner's holding account and made
+        # into a customer's pool can be consumed at once and never moved back.
+        raise Refused(f"{account.name} is a {account.kind} account, not a {kind} account")
     va: VirtualAccount | None = None
     if account.kind is AccountKind.HOLDING:
         if va_name is not None:
@@ -260,6 +266,10 @@ async def transfer_order(
     """Deliver an order from a holding account to a smart account's VA (default VA if none)."""
     row = await _order_row(tx, number)
     holding = await account_by_id(tx, int(row["account_id"]))
+    origin = await account_by_id(tx, int(row["origin_account_id"]))
+    if origin.id != holding.id and actor.may(Permission.ORDER_READ, origin.scope):
+        # The partner that delivered it still lists it: "no order" would be untrue.
+        raise Refused(f"order {number} was already delivered (to {holding.name})")
     refuse_unseen(actor, Permission.ORDER_READ, None, holding.scope, f"no order {number!r}")
     authorize(actor, Permission.ORDER_TRANSFER, holding.scope)
     require_in_holding_account(number, holding)

@@ -259,3 +259,22 @@ def test_license_transfer_warns_when_it_leaves_the_source_short(cli: Cli) -> Non
         "transferred 1 network-advantage from DEFAULT to Engineering;"
         " warning: DEFAULT is now 1 short (1 in use, 0 licensed)\n"
     ) == out
+
+
+@pytest.mark.usefixtures("cli")
+@pytest.mark.parametrize(
+    ("option", "account", "message"),
+    [
+        ("--holding", "ACME", "ACME is a smart account, not a holding account"),
+        ("--account", "PartnerCo", "PartnerCo is a holding account, not a smart account"),
+    ],
+)
+def test_an_order_deposited_into_the_other_kind_of_account_is_refused(
+    option: str, account: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped ``--holding ACME`` put the order in the customer's pool, for good."""
+    argv = ["order", "deposit", "PO-8", option, account, "--line", "network-advantage=1"]
+
+    status = main(["--as", OPERATOR, *argv])
+
+    assert (1, True) == (status, message in capsys.readouterr().err)

@@ -284,3 +284,16 @@ async def test_provenance_traces_a_pool_to_its_orders_and_transfers(site: Site) 
             ),
         ),
     ] == [(lot.order, lot.quantity, lot.history) for lot in lots]
+
+
+async def test_an_order_already_delivered_is_refused_as_delivered_not_as_missing(
+    site: Site,
+) -> None:
+    """The partner still lists it among its orders: "no order" was untrue."""
+    await _deposit(site, "PO-1", OrderLine(tag=NA, quantity=5), account_name="PartnerCo")
+    await site.run(transfer_order, as_=PAT, number="PO-1", to_account="ACME", va_name=None, now=NOW)
+
+    with pytest.raises(Refused, match=r"order PO-1 was already delivered \(to ACME\)"):
+        await site.run(
+            transfer_order, as_=PAT, number="PO-1", to_account="ACME", va_name=None, now=NOW
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from smartlic.collector import licenses, orders
+from smartlic.collector.accounts import AccountKind
 from smartlic.collector.cli.framework import Command, Invocation, UsageError
 from smartlic.collector.cli.output import Listing, Report
 from smartlic.collector.cli.values import (
@@ -62,6 +63,7 @@ async def _deposit(run: Invocation) -> Report:
         lines=run.args.lines,
         account_name=run.args.account or run.args.holding,
         va_name=run.args.va,
+        kind=AccountKind.HOLDING if run.args.holding else AccountKind.SMART,
         now=run.now,
     )
     return Report(f"deposited order {order.number} into {order.holder}", _order_data(order))
