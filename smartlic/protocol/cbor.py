@@ -204,7 +204,14 @@ def _decode_untagged(data: bytes, whole: bytes, *, max_depth: int) -> Any:
             ErrorCode.UNSUPPORTED_CBOR,
             "map keys that decode to equal values (such as 1 and true) are not supported",
         )
-    if not _check_plain(value):
+    try:
+        ordered = _check_plain(value)
+    except RemoteProtocolError:
+        # A value outside the data model may also be ill-formed bytes that cbor2 read and
+        # wrote back alike (0xf8 0x18 to 0xf8 0x1f, RFC 8949 §3.3): the walker says first.
+        diagnose(whole, max_depth=_whole_depth(whole, data, max_depth))
+        raise
+    if not ordered:
         diagnose(whole, max_depth=_whole_depth(whole, data, max_depth))
         raise RemoteProtocolError(
             ErrorCode.NOT_DETERMINISTIC, "map keys are not in bytewise order (RFC 8949 §4.2.1)"
@@ -367,9 +374,21 @@ class _Walker:
                 )
             self.item(depth=depth + 1)
             return
+        self._simple(info, argument, start)
+
+    @staticmethod
+    def _simple(info: int, argument: int, start: int) -> None:
+        """Check a major type 7 item (a float or a simple value) whose head is at ``start``."""
         if info in (25, 26, 27):
             raise RemoteProtocolError(
                 ErrorCode.UNSUPPORTED_CBOR, f"floating-point value at byte {start} is not allowed"
+            )
+        if info == 24 and argument < 0x20:
+            # RFC 8949 §3.3: simple values below 32 have only the one-byte form; 0xf8 followed
+            # by a byte below 0x20 is not well-formed, not merely a value smartlic refuses.
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED_CBOR,
+                f"two-byte simple value {argument} at byte {start} is not well-formed",
             )
         if argument not in _ALLOWED_SIMPLE or info == 24:
             raise RemoteProtocolError(

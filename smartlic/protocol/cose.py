@@ -6,7 +6,11 @@ Profile (stricter than RFC 9052 where the RFC leaves room, each choice with its 
   authenticated where possible, and with Sign1 it always is possible; a message carrying
   ``alg`` only unprotected is refused (the COSE WG vector ``sign-pass-01`` is such a message).
 * A label may not appear in both buckets (RFC 9052 §3: "MUST NOT").
-* ``crit`` (label 2) must be protected and may only name labels we process (RFC 9052 §3.1).
+* ``crit`` (label 2) must be protected, a non-empty array when present (``null`` included), and
+  may only name labels we process that are in the protected bucket too (RFC 9052 §3.1).
+* ``kid`` (label 4), when present in either bucket, is a byte string; ``null`` is not "no kid".
+* ``content type`` (label 3) is a text string or an unsigned integer below 65536 (RFC 9052 §3.1;
+  the integers are CoAP Content-Formats, RFC 7252 §12.3).
 * Payloads are embedded; detached content is refused (smartlic never detaches).
 * The envelope and its protected header must be deterministic CBOR (RFC 8949 §4.2.1), as
   everything smartlic reads is; the signature is still checked over the protected bytes
@@ -298,21 +302,53 @@ def _check_buckets(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any])
         raise RemoteProtocolError(
             ErrorCode.BAD_HEADER, f"header labels {sorted(map(str, both))} in both buckets"
         )
+    _check_crit(protected, unprotected)
+    _check_content_type(protected, unprotected)
+
+
+def _check_crit(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> None:
     if HEADER_CRIT in unprotected:
         raise RemoteProtocolError(ErrorCode.BAD_HEADER, "crit must be in the protected header")
-    crit = protected.get(HEADER_CRIT)
-    if crit is not None:
-        if not isinstance(crit, list) or not crit:
-            raise RemoteProtocolError(ErrorCode.BAD_HEADER, "crit must be a non-empty array")
-        # ``type() is int``: ``true`` in crit is not label 1, however Python compares them.
-        unknown = [
-            label for label in crit if type(label) is not int or label not in _UNDERSTOOD_LABELS
-        ]
-        if unknown:
-            raise RemoteProtocolError(
-                ErrorCode.UNKNOWN_CRITICAL_HEADER,
-                f"critical header labels not understood: {unknown}",
-            )
+    # Presence, not value: ``crit: null`` is a crit that is not an array, not an absent crit.
+    if HEADER_CRIT not in protected:
+        return
+    crit = protected[HEADER_CRIT]
+    if not isinstance(crit, list) or not crit:
+        raise RemoteProtocolError(ErrorCode.BAD_HEADER, "crit must be a non-empty array")
+    # ``type() is int``: ``true`` in crit is not label 1, however Python compares them.
+    unknown = [label for label in crit if type(label) is not int or label not in _UNDERSTOOD_LABELS]
+    if unknown:
+        raise RemoteProtocolError(
+            ErrorCode.UNKNOWN_CRITICAL_HEADER, f"critical header labels not understood: {unknown}"
+        )
+    # RFC 9052 §3.1: a label in crit whose parameter is not in the protected bucket is a fatal
+    # error; an attacker could otherwise add it, unsigned, to the unprotected one.
+    absent = [label for label in crit if label not in protected]
+    if absent:
+        raise RemoteProtocolError(
+            ErrorCode.BAD_HEADER, f"critical header labels not in the protected header: {absent}"
+        )
+
+
+_CONTENT_FORMAT_MAX: Final = 0xFFFF
+"""CoAP Content-Formats, what an integer content type names, are 16 bits (RFC 7252 §12.3)."""
+
+
+def _check_content_type(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> None:
+    # RFC 9052 §3.1: content type is ``tstr / uint``. Checked in either bucket and whether crit
+    # names it or not: smartlic claims to understand label 3, so it must refuse a bad one.
+    bucket = protected if HEADER_CONTENT_TYPE in protected else unprotected
+    if HEADER_CONTENT_TYPE not in bucket:
+        return
+    content_type = bucket[HEADER_CONTENT_TYPE]
+    if type(content_type) is str:
+        return
+    # ``type() is int``: ``true`` is not content type 1.
+    if type(content_type) is not int or not 0 <= content_type <= _CONTENT_FORMAT_MAX:
+        raise RemoteProtocolError(
+            ErrorCode.BAD_HEADER,
+            "content type must be text or an integer from 0 to 65535 (RFC 9052 §3.1)",
+        )
 
 
 def _algorithm(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> Algorithm:
@@ -335,7 +371,16 @@ def _algorithm(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> 
 
 
 def _kid(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> bytes | None:
-    kid = protected.get(HEADER_KID, unprotected.get(HEADER_KID))
-    if kid is not None and not isinstance(kid, bytes):
+    """The kid, or ``None`` when neither bucket has label 4.
+
+    Presence, not value: a ``null`` kid would otherwise read as no kid at all, and
+    :meth:`~smartlic.protocol.envelope.Opened.signed_bytes` skips the kid check for that.
+    RFC 9052 §3.1: kid is a ``bstr``.
+    """
+    bucket = protected if HEADER_KID in protected else unprotected
+    if HEADER_KID not in bucket:
+        return None
+    kid = bucket[HEADER_KID]
+    if not isinstance(kid, bytes):
         raise RemoteProtocolError(ErrorCode.BAD_HEADER, "kid must be a byte string")
     return kid

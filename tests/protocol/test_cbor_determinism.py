@@ -58,6 +58,15 @@ REJECTED = [
     ("undefined", "f7", ErrorCode.UNSUPPORTED_CBOR),
     ("simple-16", "f0", ErrorCode.UNSUPPORTED_CBOR),
     ("simple-32", "f820", ErrorCode.UNSUPPORTED_CBOR),
+    # RFC 8949 §3.3: 0xf8 then a byte below 0x20 is not well-formed (false has one form, f4).
+    ("two-byte-simple-20", "f814", ErrorCode.MALFORMED_CBOR),
+    ("two-byte-simple-0", "f800", ErrorCode.MALFORMED_CBOR),
+    ("two-byte-simple-in-array", "81f814", ErrorCode.MALFORMED_CBOR),
+    ("two-byte-simple-as-map-value", "a101f814", ErrorCode.MALFORMED_CBOR),
+    ("two-byte-simple-as-map-key", "a1f81401", ErrorCode.MALFORMED_CBOR),
+    ("two-byte-simple-under-a-tag", "d2f814", ErrorCode.MALFORMED_CBOR),
+    ("two-byte-simple-24", "f818", ErrorCode.MALFORMED_CBOR),  # cbor2 writes it back alike
+    ("two-byte-simple-31-in-array", "81f81f", ErrorCode.MALFORMED_CBOR),
     ("too-deep-arrays", "81" * (MAX_DEPTH + 1) + "00", ErrorCode.TOO_DEEP),
     ("too-deep-maps", "a100" * MAX_DEPTH + "a10000", ErrorCode.TOO_DEEP),
     ("too-deep-under-a-tag", "d2" + "81" * MAX_DEPTH + "00", ErrorCode.TOO_DEEP),

@@ -27,6 +27,7 @@ from smartlic.protocol import (
     SigningKey,
     Udi,
     device_aad,
+    encode_payload,
     open_message,
     parse_sign1,
     seal,
@@ -58,10 +59,20 @@ def _envelope(
     return cbor_codec.encode(cbor2.CBORTag(tag, item) if tag is not None else item)
 
 
-def _signed(key: SigningKey, protected: dict[Any, Any], payload: bytes = b"payload") -> bytes:
+def _signed(
+    key: SigningKey,
+    protected: dict[Any, Any],
+    payload: bytes = b"payload",
+    *,
+    unprotected: dict[Any, Any] | None = None,
+    external_aad: bytes = b"",
+) -> bytes:
+    """A correctly signed Sign1, so that only its headers are at stake; ``unprotected``
+    defaults to ``{4: kid}``."""
     body = cbor_codec.encode(protected)
-    signature = key.sign(sig_structure(body, payload))
-    return _envelope(body, {4: key.public.kid}, payload, signature)
+    signature = key.sign(sig_structure(body, payload, external_aad))
+    bucket = {4: key.public.kid} if unprotected is None else unprotected
+    return cbor_codec.encode(cbor2.CBORTag(18, [body, bucket, payload, signature]))
 
 
 def _receive(data: bytes, key: SigningKey | None, aad: bytes) -> None:
@@ -238,6 +249,118 @@ def test_crit_naming_an_understood_label_is_accepted() -> None:
     data = _signed(DEVICE_ED25519, {1: -19, 2: [1]})
 
     parse_sign1(data).verify(DEVICE_ED25519.public)
+
+
+@pytest.mark.parametrize(
+    ("protected", "unprotected"),
+    [
+        pytest.param({1: -19, 2: [4]}, {4: DEVICE_ED25519.public.kid}, id="kid-unprotected"),
+        pytest.param({1: -19, 2: [3]}, {}, id="content-type-nowhere"),
+        pytest.param({1: -19, 2: [3]}, {3: 0}, id="content-type-unprotected"),
+    ],
+)
+def test_crit_naming_a_label_not_in_the_protected_bucket_is_refused(
+    protected: dict[Any, Any], unprotected: dict[Any, Any]
+) -> None:
+    """RFC 9052 §3.1: a crit label whose parameter is not protected is a fatal error."""
+    data = _signed(DEVICE_ED25519, protected, unprotected=unprotected)
+
+    assert ErrorCode.BAD_HEADER == _refusal(data, DEVICE_ED25519)
+
+
+def test_crit_naming_a_protected_kid_is_accepted() -> None:
+    """crit [4] with the kid in the protected bucket is what RFC 9052 §3.1 asks for."""
+    kid = DEVICE_ED25519.public.kid
+    envelope = parse_sign1(_signed(DEVICE_ED25519, {1: -19, 2: [4], 4: kid}, unprotected={}))
+
+    envelope.verify(DEVICE_ED25519.public)
+    assert kid == envelope.kid
+
+
+def test_crit_null_is_refused_not_read_as_absent() -> None:
+    """crit is present when label 2 is, whatever its value; null is not a non-empty array."""
+    data = _signed(DEVICE_ED25519, {1: -19, 2: None})
+
+    assert ErrorCode.BAD_HEADER == _refusal(data, DEVICE_ED25519)
+
+
+@pytest.mark.parametrize(
+    ("protected", "unprotected"),
+    [
+        pytest.param({1: -19, 4: None}, {}, id="protected"),
+        pytest.param({1: -19}, {4: None}, id="unprotected"),
+    ],
+)
+def test_null_kid_is_refused_not_read_as_no_kid(
+    protected: dict[Any, Any], unprotected: dict[Any, Any]
+) -> None:
+    """RFC 9052 §3.1: kid is a bstr; label 4 with null is a bad header, not a missing one."""
+    data = _signed(DEVICE_ED25519, protected, unprotected=unprotected)
+
+    assert ErrorCode.BAD_HEADER == _refusal(data, DEVICE_ED25519)
+
+
+def test_open_message_refuses_a_null_kid() -> None:
+    """A null kid never reaches Opened.verify, which would skip the kid check for it."""
+    report = three_tag_report()
+    aad = device_aad(report.device_id)
+    data = _signed(
+        DEVICE_ED25519,
+        {1: -19},
+        encode_payload(report),
+        unprotected={4: None},
+        external_aad=aad,
+    )
+
+    with pytest.raises(RemoteProtocolError) as caught:
+        open_message(data).verify(DEVICE_ED25519.public)
+    assert ErrorCode.BAD_HEADER == caught.value.code
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        pytest.param([1, 2], id="array"),
+        pytest.param(b"application/cbor", id="bytes"),
+        pytest.param(None, id="null"),
+        pytest.param(True, id="true"),
+        pytest.param(-1, id="negative"),
+        pytest.param(0x10000, id="above-16-bits"),
+    ],
+)
+@pytest.mark.parametrize("bucket", ["protected", "unprotected", "protected-and-crit"])
+def test_content_type_that_is_not_text_or_a_16_bit_uint_is_refused(
+    content_type: object, bucket: str
+) -> None:
+    """RFC 9052 §3.1: content type is tstr / uint (a CoAP Content-Format, 0..65535)."""
+    protected: dict[Any, Any] = {1: -19}
+    unprotected: dict[Any, Any] = {}
+    if bucket == "unprotected":
+        unprotected[3] = content_type
+    else:
+        protected[3] = content_type
+    if bucket == "protected-and-crit":
+        protected[2] = [3]
+    data = _signed(DEVICE_ED25519, protected, unprotected=unprotected)
+
+    assert ErrorCode.BAD_HEADER == _refusal(data, DEVICE_ED25519)
+
+
+@pytest.mark.parametrize(
+    ("protected", "unprotected"),
+    [
+        pytest.param({1: -19, 2: [3], 3: "application/cbor"}, {}, id="text-protected-crit"),
+        pytest.param({1: -19, 3: 0xFFFF}, {}, id="largest-uint-protected"),
+        pytest.param({1: -19}, {3: 60}, id="uint-unprotected"),
+    ],
+)
+def test_content_type_as_text_or_a_16_bit_uint_is_accepted(
+    protected: dict[Any, Any], unprotected: dict[Any, Any]
+) -> None:
+    """Both forms RFC 9052 §3.1 allows verify, in either bucket."""
+    parse_sign1(_signed(DEVICE_ED25519, protected, unprotected=unprotected)).verify(
+        DEVICE_ED25519.public
+    )
 
 
 def test_verification_covers_the_protected_bytes_as_received() -> None:
