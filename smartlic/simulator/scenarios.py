@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 STORIES: Final = ("steady", "growth", "churn", "storm", "outage", "hostile")
+KEEPALIVE_MAX: Final = 65_535
 HOSTILE_KINDS: Final = (
     "forged",
     "tampered",
@@ -118,10 +119,16 @@ class Parameters:
             "reconnect_max",
             "keepalive",
             "churn_every",
+            "storms",
+            "hostile_each",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ScenarioError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.keepalive > KEEPALIVE_MAX:
+            # MQTT's Keep Alive is two bytes (MQTT 3.1.1 §3.1.2.10): paho would fail each
+            # device's connect with a struct.error, and the run wait for nothing.
+            raise ScenarioError(f"keepalive must be at most {KEEPALIVE_MAX}, not {self.keepalive}")
         if self.protocol not in ("5", "3.1.1"):
             raise ScenarioError(f"protocol must be 5 or 3.1.1, not {self.protocol!r}")
         if self.report_interval < 60 or self.auth_validity <= self.report_interval:
@@ -133,6 +140,11 @@ class Parameters:
         for share in ("change_share", "join_share", "leave_share", "move_share", "hostile_share"):
             if not 0 <= getattr(self, share) <= 1:
                 raise ScenarioError(f"{share} must be between 0 and 1")
+        self._refuse_unknown_hostile_kinds()
+
+    def _refuse_unknown_hostile_kinds(self) -> None:
+        if not self.hostile_kinds:
+            raise ScenarioError(f"hostile_kinds must name at least one of {HOSTILE_KINDS}")
         unknown = set(self.hostile_kinds) - set(HOSTILE_KINDS)
         if unknown:
             raise ScenarioError(f"unknown hostile kinds {sorted(unknown)}; known: {HOSTILE_KINDS}")

@@ -126,3 +126,21 @@ def test_churning_every_zero_seconds_is_refused() -> None:
 def test_a_number_that_is_negative_or_not_finite_is_refused_with_its_name(value: str) -> None:
     with pytest.raises(ScenarioError, match="drain must be a finite number, at least 0"):
         Parameters().replace({"drain": value})
+
+
+def test_a_keepalive_beyond_mqtts_two_bytes_is_refused() -> None:
+    """paho failed every device's connect on it, and the run waited a minute for nothing."""
+    with pytest.raises(ScenarioError, match="keepalive must be at most 65535"):
+        Parameters().replace({"keepalive": 65_536})
+
+
+@pytest.mark.parametrize("name", ["storms", "hostile_each"])
+def test_a_story_asked_to_do_its_thing_zero_times_is_refused(name: str) -> None:
+    """A storm run without a storm, or hostile devices sending nothing, passed vacuously."""
+    with pytest.raises(ScenarioError, match=f"{name} must be positive"):
+        Parameters().replace({name: 0})
+
+
+def test_no_hostile_kind_at_all_is_refused() -> None:
+    with pytest.raises(ScenarioError, match="hostile_kinds must name at least one"):
+        Parameters().replace({"hostile_kinds": ""})
