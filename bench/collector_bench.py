@@ -78,6 +78,7 @@ from smartlic.protocol import (
     open_message,
     seal,
 )
+from smartlic.simulator.metrics import percentile
 
 from procstat import RunnableSampler, cpu_seconds, machine_cpu, thread_cpu
 
@@ -382,15 +383,13 @@ def run_phase(
     latencies.sort()
 
     def pct(p: float) -> float:
-        return (
-            latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
-            if latencies
-            else float("nan")
-        )
+        # Nearest rank, as the simulator reports it: one rank higher made p99 of 100 the max.
+        return percentile(latencies, p) if latencies else float("nan")
 
     return {
         "reports": len(messages),
         "answered": len(latencies),
+        "offered_rps": rate,
         "seconds": elapsed,
         "reports_per_s": len(latencies) / elapsed,
         "collector_cpu_us_per_report": cpu / max(1, len(latencies)) * 1e6,
@@ -565,7 +564,7 @@ def main() -> int:
         ),
         *([f"        {drain['runnable']}"] if drain["runnable"] else []),
         (
-            f"paced   {paced['answered']:>6} reports at {paced['reports'] / paced['seconds']:.0f}/s"
+            f"paced   {paced['answered']:>6} reports at {paced['offered_rps']:.0f}/s"
             f" offered: p50 {paced_latency['p50']:.1f} ms  p95 {paced_latency['p95']:.1f} ms"
             f"  p99 {paced_latency['p99']:.1f} ms   collector CPU"
             f" {paced['collector_cpu_us_per_report']:.0f} µs/report"
