@@ -25,11 +25,13 @@ from smartlic.agent.actions import (
     Persist,
     RegistrationRefused,
     RegistrationSucceeded,
+    StateChanged,
 )
 from smartlic.agent.config import KEY_TYPES, KEYS, AgentConfig, build_config, read_config_file
 from smartlic.agent.errors import AgentError, ConfigError, explain
+from smartlic.agent.hooks import HookRunner
 from smartlic.agent.settings import CoreSettings
-from smartlic.agent.statedir import load_or_create_key, locked, open_core, prepare
+from smartlic.agent.statedir import locked, open_core, prepare
 from smartlic.agent.status import status_of
 from smartlic.agent.storage import FileStorage
 from smartlic.protocol import ProtocolError, format_fingerprint, parse_token
@@ -159,22 +161,22 @@ def _setup_logging(config: AgentConfig, *, interactive: bool) -> None:
     )
 
 
-def _open(config: AgentConfig) -> tuple[AgentCore, FileStorage]:
-    folder = config.state_dir
-    key, created = load_or_create_key(folder, config.key_kind, os.urandom)
+def _open(config: AgentConfig, *, create: bool) -> tuple[AgentCore, FileStorage]:
+    """The core and its storage; a new device (and key) only with ``create``."""
+    core, storage, created = open_core(
+        config.state_dir,
+        udi=config.parsed_udi(),
+        key_type=config.key_kind,
+        entropy=os.urandom,
+        settings=config.core_settings(),
+        create=create,
+    )
     if created:
         log.info(
             "made a new %s device key: %s",
-            key.key_type.value,
-            format_fingerprint(key.public.fingerprint),
+            config.key_kind.value,
+            format_fingerprint(core.snapshot().key_fingerprint),
         )
-    core, storage = open_core(
-        folder,
-        udi=config.parsed_udi(),
-        key=key,
-        entropy=os.urandom,
-        settings=config.core_settings(),
-    )
     if storage.warning:
         log.warning("%s", storage.warning)
     elif core.recovered_unclean:
@@ -218,7 +220,7 @@ def _register(config: AgentConfig, args: argparse.Namespace) -> int:
     config.usable_broker_address()
     folder = prepare(config.state_dir)
     with locked(folder):
-        core, storage = _open(config)
+        core, storage = _open(config, create=True)
         if core.state.registered:
             raise AgentError(
                 f"{core.udi} is already registered ({core.state.value}): deregister it first"
@@ -256,13 +258,9 @@ def _read_token(path: Path) -> str:
 def _deregister(config: AgentConfig, args: argparse.Namespace) -> int:
     folder = prepare(config.state_dir)
     with locked(folder):
-        core, storage = _open(config)
+        core, storage = _open(config, create=False)
         if args.force:
-            for action in core.forget_registration(time.time()):
-                if isinstance(action, Persist):
-                    storage.save(action.snapshot)
-            _out(f"forgot the registration of {core.udi} locally; the collector was not told")
-            return 0
+            return _forget(config, core, storage)
         if not core.state.registered:
             raise AgentError(f"{core.udi} is not registered ({core.state.value})")
         config.usable_broker_address()
@@ -285,6 +283,35 @@ def _deregister(config: AgentConfig, args: argparse.Namespace) -> int:
     return _no_answer(config, outcome, "deregistration")
 
 
+def _forget(config: AgentConfig, core: AgentCore, storage: Storage) -> int:
+    """``deregister --force``: the registration forgotten, saved as a clean stop saves it."""
+    hooks = (
+        HookRunner(config.hook, udi=str(core.udi), timeout=config.hook_timeout)
+        if config.hook
+        else None
+    )
+    now = time.time()
+    # A core restored unclean (after a crash, or from the previous copy) has already jumped
+    # its numbers ahead. Saved unclean again, the next start would jump them once more and
+    # warn of a crash that never happened: the stop marks it clean, in the same single save.
+    actions = [*core.forget_registration(now), *core.stop(now)]
+    snapshots = [action.snapshot for action in actions if isinstance(action, Persist)]
+    storage.save(snapshots[-1])
+    _out(f"forgot the registration of {core.udi} locally; the collector was not told")
+    # After the save, as in the daemon: the hook may read the new state.
+    for change in (action for action in actions if isinstance(action, StateChanged)):
+        log.info(
+            "state %s -> %s (%s)", change.previous.value, change.state.value, change.event.value
+        )
+        if hooks is not None:
+            hooks.state_changed(change)
+    if hooks is not None:
+        # The daemon's shutdown gives hooks 5 s; here the hook is all that is left to do,
+        # so it gets the time it would have had in a running daemon.
+        hooks.finish(timeout=config.hook_timeout)
+    return 0
+
+
 def _run(config: AgentConfig, _args: argparse.Namespace) -> int:
     from smartlic.agent.daemon import Daemon  # noqa: PLC0415 -- keeps `status` light
 
@@ -292,7 +319,7 @@ def _run(config: AgentConfig, _args: argparse.Namespace) -> int:
         config.usable_broker_address()
     folder = prepare(config.state_dir)
     with locked(folder):
-        core, storage = _open(config)
+        core, storage = _open(config, create=True)
         log.info("smartlic-agent for %s starting in %s", core.udi, core.state.value)
         Daemon(config, core, storage, entropy=os.urandom).run()
     log.info("stopped")

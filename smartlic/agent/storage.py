@@ -4,7 +4,9 @@
 ``fsync`` of the directory — POSIX ``rename(2)`` is atomic, and the directory sync makes the
 rename itself durable), mode 0600, and the previous good copy kept beside it as ``.prev``. On
 load, a damaged current file falls back to the previous copy with a warning the caller logs;
-both damaged is a :class:`StateFileError` that says what to do. Nothing is ever silently reset.
+both damaged is a :class:`StateFileError` that says what to do. A file that cannot be read at
+all (its owner or mode) is not damage: that is a :class:`StateFileError` of its own, with no
+fall-back. Nothing is ever silently reset.
 
 :class:`MemoryStorage` is the simulator's (thousands of cores, no files): it keeps the snapshot
 object itself, or its encoded bytes when asked to exercise the file format.
@@ -129,38 +131,55 @@ class FileStorage:
                 raise
             write_private(self.previous, self.path.read_bytes())
 
-    def _read(self, path: Path) -> Snapshot | None:
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        """The file's bytes, ``None`` if there is none.
+
+        A file that cannot be read (permission denied, a file where the directory should be)
+        is not damaged: its content may be fine, and falling back to the previous copy, or
+        telling the operator to move both aside, would lose a good state over an owner or a
+        mode. So that is an error of its own, raised before anything is changed.
+        """
         try:
-            data = path.read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StateFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-        return decode_snapshot(data, where=str(path))
+            raise StateFileError(
+                f"cannot read {path}: {exc.strerror or exc}. Fix the owner or permissions of "
+                "the file and its directory so this user can read them; nothing was changed"
+            ) from None
 
     def load(self) -> Snapshot | None:
         self.warning = None
         self._current_damaged = False
-        try:
-            current = self._read(self.path)
-        except StateFileError as exc:
-            problem = str(exc)
-        else:
-            if current is not None or not self.previous.exists():
-                return current
+        data = self._read(self.path)
+        if data is None:
+            previous_data = self._read(self.previous)
+            if previous_data is None:
+                return None
             problem = f"{self.path} is missing"
+        else:
+            try:
+                return decode_snapshot(data, where=str(self.path))
+            except StateFileError as exc:
+                problem = str(exc)
+            try:
+                previous_data = self._read(self.previous)
+            except StateFileError as exc:
+                raise StateFileError(f"{problem}; {exc}") from None
+        if previous_data is None:
+            raise StateFileError(
+                f"{problem}, and there is no previous copy. Move it aside to start over as a "
+                "new device (this forgets its registration)"
+            )
         try:
-            previous = self._read(self.previous)
+            previous = decode_snapshot(previous_data, where=str(self.previous))
         except StateFileError as exc:
             raise StateFileError(
                 f"{problem}; the previous copy is unusable too ({exc}). Move both aside to "
                 "start over as a new device (this forgets its registration)"
             ) from None
-        if previous is None:
-            raise StateFileError(
-                f"{problem}, and there is no previous copy. Move it aside to start over as a "
-                "new device (this forgets its registration)"
-            )
         self.warning = (
             f"{problem}; recovered from the previous copy {self.previous.name} "
             "(report numbers jump ahead so none is reused)"

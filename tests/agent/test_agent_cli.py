@@ -186,6 +186,43 @@ def test_register_without_a_broker_is_a_config_error(
     )
 
 
+@pytest.mark.parametrize("command", ["register", "run"])
+def test_a_first_start_without_a_udi_makes_no_key(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 comes before the state is touched: a retry may still choose the key type."""
+    token = ["--token", Harness(new_core()).script.token()] if command == "register" else []
+    broker = ["--broker", "mqtt://127.0.0.1:9"] if command == "register" else []
+    code = cli.main([command, *token, *broker, "--state-dir", str(tmp_path)])
+    assert (2, False) == (code, (tmp_path / KEY_FILE).exists())
+    assert capsys.readouterr().err.startswith("smartlic-agent: no UDI")
+
+
+def test_status_of_an_unreadable_state_file_is_a_read_error_not_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No recovery from the good previous copy: one line naming the file and the OS error."""
+    prepared_state(tmp_path)
+    (tmp_path / "state.cbor").unlink()
+    (tmp_path / "state.cbor").mkdir()  # EISDIR: unreadable even as root, as EACCES is not
+    code = cli.main(["status", "--state-dir", str(tmp_path)])
+    assert (1, f"smartlic-agent: cannot read {tmp_path / 'state.cbor'}: Is a directory") == (
+        code,
+        capsys.readouterr().err.split(". Fix the owner or permissions")[0],
+    )
+
+
+def test_status_in_a_file_instead_of_a_directory_does_not_say_move_both_aside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ENOTDIR is a read error: nothing says the registration must be forgotten."""
+    folder = tmp_path / "state"
+    folder.write_bytes(b"")
+    code = cli.main(["status", "--state-dir", str(folder)])
+    err = capsys.readouterr().err
+    assert (1, 1, False) == (code, err.count("\n"), "Move both aside" in err)
+
+
 def test_a_bad_flag_value_exits_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["status", "--key-type", "rsa"])

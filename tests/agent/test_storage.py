@@ -16,7 +16,7 @@ from agent_support import T0, UDI, Harness, device_key, entropy, new_core, resto
 from hypothesis import example, given
 from hypothesis import strategies as st
 from smartlic.agent.core import AgentCore
-from smartlic.agent.errors import AgentError, ConfigError, StateFileError
+from smartlic.agent.errors import AgentError, ConfigError, LocalAgentError, StateFileError
 from smartlic.agent.snapshot import (
     MAGIC,
     PendingRequest,
@@ -300,18 +300,73 @@ def test_a_lost_key_beside_a_state_is_an_error_and_no_new_key_is_made(
 
 
 def test_a_state_directory_of_another_device_is_refused(tmp_path: Path) -> None:
-    key, _ = load_or_create_key(tmp_path, KeyType.ED25519, os.urandom)
-    core, storage = open_core(tmp_path, udi=UDI, key=key, entropy=os.urandom)
+    core, storage, _ = open_core(tmp_path, udi=UDI, key_type=KeyType.ED25519, entropy=os.urandom)
     storage.save(core.snapshot())
     other = Udi.parse("C9300-24T:FOC999")
     with pytest.raises(ConfigError, match="belongs to ISR4331/K9:FOC1234X"):
-        open_core(tmp_path, udi=other, key=key, entropy=os.urandom)
+        open_core(tmp_path, udi=other, key_type=KeyType.ED25519, entropy=os.urandom)
 
 
 def test_a_first_start_without_a_udi_is_a_clear_error(tmp_path: Path) -> None:
-    key, _ = load_or_create_key(tmp_path, KeyType.ED25519, os.urandom)
     with pytest.raises(ConfigError, match="no UDI"):
-        open_core(tmp_path, udi=None, key=key, entropy=os.urandom)
+        open_core(tmp_path, udi=None, key_type=KeyType.ED25519, entropy=os.urandom)
+
+
+def test_a_first_start_without_a_udi_makes_no_key(tmp_path: Path) -> None:
+    """A key made for a refused start would fix the key type of every later attempt."""
+    with pytest.raises(ConfigError):
+        open_core(tmp_path, udi=None, key_type=KeyType.ED25519, entropy=os.urandom)
+    assert not (tmp_path / KEY_FILE).exists()
+
+
+def test_opening_without_create_an_empty_directory_is_refused_without_a_key(
+    tmp_path: Path,
+) -> None:
+    """``deregister`` has nothing to act on: no new device, and no key, is made for it."""
+    with pytest.raises(LocalAgentError, match="no agent state"):
+        open_core(tmp_path, udi=UDI, key_type=KeyType.ED25519, entropy=os.urandom, create=False)
+    assert not (tmp_path / KEY_FILE).exists()
+
+
+def test_the_key_is_made_with_the_first_state(tmp_path: Path) -> None:
+    core, _, created = open_core(tmp_path, udi=UDI, key_type=KeyType.P256, entropy=os.urandom)
+    key, _ = load_or_create_key(tmp_path, KeyType.P256, os.urandom)
+    assert (True, key.public.fingerprint) == (created, core.snapshot().key_fingerprint)
+
+
+def test_an_unreadable_current_file_is_not_taken_for_damage(tmp_path: Path) -> None:
+    """No fall-back to the previous copy (and its jump): the error names the file."""
+    storage = FileStorage(tmp_path)
+    storage.save(registered_snapshot())
+    storage.save(registered_snapshot())
+    storage.path.unlink()
+    storage.path.mkdir()  # EISDIR on reading, as root too (EACCES would not be, as root)
+    with pytest.raises(StateFileError, match=r"^cannot read .*state\.cbor: Is a directory\. Fix"):
+        storage.load()
+
+
+def test_an_unreadable_state_directory_is_not_taken_for_damage(tmp_path: Path) -> None:
+    """Neither file is called damaged, nor is the operator told to move them aside."""
+    folder = tmp_path / "state"
+    folder.write_bytes(b"")  # a file where the directory should be: ENOTDIR, as root too
+    with pytest.raises(StateFileError) as exc:
+        FileStorage(folder).load()
+    assert (
+        f"cannot read {folder / 'state.cbor'}: Not a directory. Fix the owner or permissions "
+        "of the file and its directory so this user can read them; nothing was changed"
+    ) == str(exc.value)
+
+
+def test_a_damaged_current_file_beside_an_unreadable_previous_copy_names_both(
+    tmp_path: Path,
+) -> None:
+    """The previous copy may well be good: it is not called damaged, nor used in part."""
+    storage = FileStorage(tmp_path)
+    storage.save(registered_snapshot())
+    storage.path.write_bytes(b"\x00" * 10)
+    storage.previous.mkdir()
+    with pytest.raises(StateFileError, match=r"magic\); cannot read .*\.prev: Is a directory"):
+        storage.load()
 
 
 def test_only_one_process_holds_the_state_directory(tmp_path: Path) -> None:
