@@ -32,6 +32,7 @@ from smartlic.collector.receipts import DeadLetter, add_dead_letters, prune_acce
 from smartlic.collector.service.clock import Clock
 from smartlic.collector.service.crypto import CryptoPool
 from smartlic.collector.service.failures import is_outage, log_outage
+from smartlic.collector.service.in_flight import PushesInFlight
 from smartlic.collector.service.ingest import ACTOR, Ingest, Prepared, Settings
 from smartlic.collector.service.intake import uplink_device, worth_keeping_after_reconnect
 from smartlic.collector.service.notices import number_notices
@@ -80,18 +81,9 @@ class CollectorService:
         self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
         self._paused = False
-        self._outbox_mids: dict[int, int] = {}
-        """The outbox row of each push published and not yet acknowledged, by packet id."""
-        # Outbox rows whose push the broker acknowledged, not yet deleted: kept through a
-        # store outage so that they are deleted once it ends, and not sent again meanwhile.
-        self._delivered: list[int] = []
-        self._claimed: set[int] = set()
-        """Outbox rows a task is publishing, not yet given a packet id (it may be waiting for
-        room in the publish window): the resend after a reconnection leaves them to it."""
+        self._in_flight = PushesInFlight()
         self._resend_wanted = False
         self._outbox_wake = asyncio.Event()
-        self._pushes_settled = asyncio.Event()
-        """Set when no push awaits its PUBACK any more, or the connection is gone."""
         self._acks_settled = asyncio.Event()
         """Set at shutdown once the last pushes' PUBACKs came, or were waited for long enough."""
         self.processed = 0
@@ -225,13 +217,13 @@ class CollectorService:
         """Read on, briefly, until the broker has acknowledged the last pushes: their outbox
         rows then go now, rather than the pushes going out again at the next start. What is
         read meanwhile is not acknowledged, so the broker delivers it again then."""
-        if not self._outbox_mids or not client.connected:
+        if not self._in_flight.awaiting or not client.connected:
             return
-        self._pushes_settled.clear()
+        self._in_flight.settled.clear()
         client.resume_reading()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_ACK_WAIT):
-                await self._pushes_settled.wait()
+                await self._in_flight.settled.wait()
 
     def _connected(self, session_present: bool) -> None:  # noqa: FBT001 -- the clients' callback shape
         log.info("collector.connected", session_present=session_present)
@@ -249,25 +241,14 @@ class CollectorService:
         self._outbox_wake.set()
 
     def _acknowledged(self, mid: int) -> None:
-        # Resolved at the PUBACK, while the packet id still names this push: once it is
-        # free, the next publish may take it (MQTT 3.1.1 §2.3.1), and an outbox row looked
-        # up later by that id would be another push, deleted before it was delivered.
-        outbox_id = self._outbox_mids.pop(mid, None)
-        if outbox_id is not None:
-            self._delivered.append(outbox_id)
-        if not self._outbox_mids:
-            self._pushes_settled.set()
+        self._in_flight.acknowledged(mid)
 
     def _refused(self, mid: int, reason: int) -> None:
-        # The broker will not deliver it (its ACL, a quota): the row stays, to go again at
-        # the next connection or start, by when the broker may have been put right.
-        outbox_id = self._outbox_mids.pop(mid, None)
+        outbox_id = self._in_flight.refused(mid)
         log.warning("collector.notice_refused", outbox_id=outbox_id, reason=f"0x{reason:02x}")
-        if not self._outbox_mids:
-            self._pushes_settled.set()
 
     def _disconnected(self) -> None:
-        self._pushes_settled.set()
+        self._in_flight.connection_lost()
         if not self._stopping.is_set():
             log.warning("collector.broker_lost")
 
@@ -482,10 +463,10 @@ class CollectorService:
 
     async def _forget_delivered(self, store: Store) -> None:
         """Delete the outbox rows of the pushes the broker has acknowledged."""
-        if delivered := self._delivered[:]:
+        if delivered := self._in_flight.delivered():
             async with store.write() as tx:
                 await forget_pushes(tx, delivered)
-            del self._delivered[: len(delivered)]
+            self._in_flight.forgotten(len(delivered))
 
     async def _resend_outbox(self) -> None:
         """Everything in the outbox the client does not hold, a page at a time: after a crash
@@ -495,7 +476,7 @@ class CollectorService:
         while True:
             async with self._require_store().read() as tx:
                 page = await unsent_pushes(tx, after=after, limit=RESEND_PAGE)
-            known = {*self._outbox_mids.values(), *self._delivered, *self._claimed}
+            known = self._in_flight.known()
             if not await self._send([p for p in page if p.outbox_id not in known]):
                 return
             if len(page) < RESEND_PAGE:
@@ -526,8 +507,7 @@ class CollectorService:
         that is no reason to end the service with an error.
         """
         client = self._require_client()
-        claimed = {m.outbox_id for m in outgoing if m.outbox_id is not None}
-        self._claimed |= claimed
+        claimed = self._in_flight.claim(m.outbox_id for m in outgoing if m.outbox_id is not None)
         try:
             for sent, message in enumerate(outgoing):
                 try:
@@ -542,10 +522,9 @@ class CollectorService:
                     )
                     return False
                 if message.outbox_id is not None:
-                    self._outbox_mids[mid] = message.outbox_id
+                    self._in_flight.published(mid, message.outbox_id)
         finally:
-            # What was not published stays in the outbox, for the next resend to take.
-            self._claimed -= claimed
+            self._in_flight.release(claimed)
         return True
 
     def _require_client(self) -> NativeMqttClient:
