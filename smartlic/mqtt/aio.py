@@ -76,6 +76,18 @@ class AsyncMqttClient(MqttClient):
         self._connack: asyncio.Future[bool] | None = None
         self._reader_fd: int | None = None
         self._sock: socket.socket | None = None
+        self._dialing: asyncio.Future[MQTTErrorCode] | None = None
+        """paho's blocking ``connect()`` in its thread, which a timeout cannot stop."""
+        self._wants_socket = False
+        """Whether a socket paho opens now belongs to a connection still wanted."""
+        self._inflight_limit = min(self._max_pending, _PAHO_INFLIGHT)
+        if self.broker.password is not None and self.broker.username is None:
+            # MQTT 5 §3.1.2.9 allows a password alone, but paho 2.2 sends a password only
+            # with a user name: connecting would be anonymous, which nobody asked for.
+            raise ValueError(
+                f"{self.broker}: paho cannot send a password without a user name "
+                "(NativeMqttClient can, in MQTT 5)"
+            )
         self._client = self._make_client(manual_ack=self._manual_ack)
 
     def _make_client(self, *, manual_ack: bool) -> paho.Client:
@@ -90,7 +102,7 @@ class AsyncMqttClient(MqttClient):
         # paho scans every outstanding message on each PUBACK (Client._update_inflight), so
         # its cost per acknowledgement grows with its in-flight limit: keep that small (the
         # rest wait, queued inside paho) and let our window (max_pending) bound the total.
-        client.max_inflight_messages_set(min(self._max_pending, _PAHO_INFLIGHT))
+        client.max_inflight_messages_set(self._inflight_limit)
         client.max_queued_messages_set(0)
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
@@ -121,7 +133,14 @@ class AsyncMqttClient(MqttClient):
             properties = connect_properties(self.session_expiry, self._receive_maximum)
         try:
             async with asyncio.timeout(timeout):
-                rc = await self._loop.run_in_executor(
+                earlier = self._dialing
+                if earlier is not None:
+                    # An abandoned attempt still blocks in paho's connect(): one paho client
+                    # must not connect twice at once, so wait for it (asyncio.wait never raises
+                    # what it raised).
+                    await asyncio.wait((earlier,))
+                self._wants_socket = True
+                self._dialing = dialing = self._loop.run_in_executor(
                     connect_pool(),
                     lambda: self._client.connect(
                         self.broker.host,
@@ -131,15 +150,19 @@ class AsyncMqttClient(MqttClient):
                         properties=properties,
                     ),
                 )
+                dialing.add_done_callback(self._dialed)
+                # Shielded: a timeout cancels only this wait, not paho's connect() in its
+                # thread, and its socket must still be closed when it comes (see _abandon).
+                rc = await asyncio.shield(dialing)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     raise MqttError(f"cannot connect to {self.broker}: {paho.error_string(rc)}")
                 session_present = await self._connack
         except (OSError, TimeoutError) as exc:
-            self._drop_socket()
+            self._abandon(exc)
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
             raise MqttError(f"cannot connect to {self.broker}: {reason}") from None
-        except MqttError:
-            self._drop_socket()
+        except (MqttError, asyncio.CancelledError) as exc:
+            self._abandon(exc)
             raise
         Ticker.of(self._loop).add(self)
         return await self._established(session_present=session_present)
@@ -167,7 +190,36 @@ class AsyncMqttClient(MqttClient):
         Ticker.of(self._loop).discard(self)
 
     def abort(self) -> None:
+        # Closed behind paho's back, which therefore never reports it: end the link here, as
+        # the native client does, so that wait_lost(), on_disconnect and run() see it.
         self._drop_socket()
+        Ticker.of(self._loop).discard(self)
+        self._link_gone("aborted")
+
+    def _abandon(self, reason: BaseException) -> None:
+        """connect() failed: nothing of this attempt may live on. A socket paho opens later
+        (its connect() outlasted the timeout) is closed as it comes, so no CONNACK is read and
+        the client stays disconnected."""
+        self._wants_socket = False
+        self._drop_socket()
+        connack = self._connack
+        if connack is not None and not connack.done():
+            connack.cancel()
+        # A CONNACK may have been accepted just as the timeout struck.
+        self._link_gone(reason)
+
+    def _dialed(self, dialing: asyncio.Future[MQTTErrorCode]) -> None:
+        if self._dialing is dialing:
+            self._dialing = None
+        if not dialing.cancelled():
+            # Retrieved, so that a late failure of an abandoned attempt is not logged.
+            dialing.exception()
+
+    def _link_gone(self, reason: object) -> None:
+        for waiter in self._subacks.values():
+            if not waiter.done():
+                waiter.set_exception(MqttError("disconnected before SUBACK"))
+        self._link_ended(self._connack, reason)
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> int:
         info = self._client.publish(topic, payload, qos)
@@ -230,6 +282,11 @@ class AsyncMqttClient(MqttClient):
 
     def _socket_open(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         def register() -> None:
+            if not self._wants_socket:
+                # From a connect() that has given up already (see _abandon).
+                with contextlib.suppress(OSError):
+                    sock.close()
+                return
             self._sock = sock
             self._sync_reading()
 
@@ -292,7 +349,7 @@ class AsyncMqttClient(MqttClient):
         _userdata: Any,
         flags: paho.ConnectFlags,
         reason: Any,
-        _properties: Properties | None = None,
+        properties: Properties | None = None,
     ) -> None:
         future = self._connack
         if future is None or future.done():
@@ -300,8 +357,23 @@ class AsyncMqttClient(MqttClient):
         if reason.is_failure:
             future.set_exception(MqttError(f"broker refused the connection: {reason}"))
         else:
+            self._limit_inflight(properties)
             self._link_accepted()
             future.set_result(bool(flags.session_present))
+
+    def _limit_inflight(self, properties: Properties | None) -> None:
+        """MQTT 5 §4.9: send no more unacknowledged QoS 1 messages than the broker's Receive
+        Maximum (CONNACK §3.2.2.3.3), which paho 2.2 ignores; each connection starts again
+        from our own limit, as a broker may change its own."""
+        limit = self._inflight_limit
+        receive_maximum = getattr(properties, "ReceiveMaximum", None)
+        if isinstance(receive_maximum, int) and receive_maximum > 0:
+            limit = min(limit, receive_maximum)
+        # paho's setter refuses an open connection, for fear of a switch between 0 (no limit)
+        # and a limit: both values here are limits. What paho re-sends right after this
+        # callback was chosen when the connection began, by the limit then in force: the
+        # previous connection's, the same broker's most often.
+        self._client._max_inflight_messages = limit  # noqa: SLF001 -- the setter refuses now
 
     def _drop_unacknowledged(self) -> None:
         # paho re-sends its queue right after the CONNACK callback returns (see module doc)
@@ -316,7 +388,7 @@ class AsyncMqttClient(MqttClient):
         reason: Any,
         _properties: Properties | None = None,
     ) -> None:
-        self._link_ended(self._connack, reason)
+        self._link_gone(reason)
 
     def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         self._on_message(

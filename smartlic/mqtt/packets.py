@@ -112,12 +112,18 @@ def connect(  # noqa: PLR0913 -- the fields of a CONNECT
     username: str | None = None,
     password: str | None = None,
 ) -> bytes:
-    """CONNECT (v3 §3.1, v5 §3.1); no will message."""
+    """CONNECT (v3 §3.1, v5 §3.1); no will message.
+
+    MQTT 5 sends a password without a user name (v5 §3.1.2.9); MQTT 3.1.1 cannot, as its
+    password flag needs the user name flag (v3 §3.1.2.9): a ValueError.
+    """
+    if password is not None and username is None and not v5:
+        raise ValueError("MQTT 3.1.1 cannot send a password without a user name (§3.1.2.9)")
     flags = 0x02 if clean_start else 0
     if username is not None:
         flags |= 0x80
-        if password is not None:
-            flags |= 0x40
+    if password is not None:
+        flags |= 0x40
     body = bytearray(_text("MQTT"))
     body += bytes((5 if v5 else 4, flags)) + _U16.pack(keepalive)
     if v5:
@@ -131,8 +137,9 @@ def connect(  # noqa: PLR0913 -- the fields of a CONNECT
     body += _text(client_id)
     if username is not None:
         body += _text(username)
-        if password is not None:
-            body += _text(password)
+    if password is not None:
+        # Binary Data (v5 §1.5.6), framed as a string is: two length bytes, then the bytes.
+        body += _text(password)
     return _packet(PacketType.CONNECT << 4, bytes(body))
 
 

@@ -88,14 +88,18 @@ def parse_broker_url(
     if given == 0:
         raise BrokerUrlError(f"broker URL {url!r}: port 0 is no broker's port")
     port = given if given is not None else (DEFAULT_TLS_PORT if secure else DEFAULT_PORT)
+    # An empty user name in the URL ("mqtt://:secret@host") is none: a password alone, which
+    # MQTT 5 can send and MQTT 3.1.1 cannot (the clients refuse it there, §3.1.2.9).
     return BrokerAddress(
         host=hostname,
         port=port,
-        username=username if username is not None else _unquoted(parts.username),
+        username=username if username is not None else _unquoted(parts.username) or None,
         password=password if password is not None else _unquoted(parts.password),
         tls=(tls or TlsSettings()) if secure else None,
     )
 
 
 def _unquoted(value: str | None) -> str | None:
-    return unquote(value) if value else None
+    # An empty password ("user:@host") is a password, sent as such (MQTT 3.1.1 §3.1.3.5 and
+    # MQTT 5 §3.1.3.6 allow zero bytes of it); only an absent one is None.
+    return unquote(value) if value is not None else None

@@ -277,6 +277,59 @@ async def test_receive_maximum_outside_the_protocol_range_is_refused(impl: Impl)
         )
 
 
+async def test_mqtt_3_1_1_refuses_a_password_without_a_user_name(impl: Impl) -> None:
+    """MQTT 3.1.1 §3.1.2.9: the password flag needs the user name flag, so the password
+    cannot go; connecting anonymously instead is refused when the client is made."""
+    with pytest.raises(ValueError, match=r"MQTT 3\.1\.1 cannot send a password without"):
+        impl(
+            client_id="c",
+            broker=parse_broker_url("mqtt://:s3cret@127.0.0.1:1"),
+            on_message=lambda _m: None,
+            protocol="3.1.1",
+        )
+
+
+async def test_paho_refuses_a_password_without_a_user_name_even_in_mqtt_5() -> None:
+    """MQTT 5 allows a password alone (§3.1.2.9), paho 2.2 cannot send one: refused rather
+    than connecting anonymously."""
+    with pytest.raises(ValueError, match="paho cannot send a password without a user name"):
+        AsyncMqttClient(
+            client_id="c",
+            broker=parse_broker_url("mqtt://:s3cret@127.0.0.1:1"),
+            on_message=lambda _m: None,
+            protocol="5",
+        )
+
+
+async def test_abort_ends_the_connection_for_wait_lost_and_on_disconnect(
+    mosquitto: MosquittoBroker, impl: Impl
+) -> None:
+    """A crash as the broker sees it is a lost connection as the caller sees it."""
+    lost: list[str] = []
+    client = _client(mosquitto, impl, "device", on_disconnect=lambda: lost.append("lost"))
+    await client.connect()
+
+    client.abort()
+    async with asyncio.timeout(2):
+        await client.wait_lost()
+
+    assert (False, ["lost"]) == (client.connected, lost)
+
+
+async def test_run_connects_again_after_abort(mosquitto: MosquittoBroker, impl: Impl) -> None:
+    """abort() is what base._established does after a failed SUBACK: run() must go on."""
+    client = _client(mosquitto, impl, "device")
+    runner = asyncio.create_task(client.run(backoff=Backoff(base=0.05, cap=0.2, floor=0.01)))
+    await client.wait_connected()
+
+    client.abort()
+    await _until(lambda: client.connected and client.generation == 2, timeout=5)
+
+    assert client.connected
+    await client.disconnect()
+    await runner
+
+
 @pytest.mark.parametrize(("resend", "expected"), [(True, [b"queued"]), (False, [])])
 async def test_what_was_queued_while_offline_is_resent_only_when_asked(
     mosquitto: MosquittoBroker, impl: Impl, resend: bool, expected: list[bytes]

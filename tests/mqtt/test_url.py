@@ -43,6 +43,20 @@ def test_credentials_in_the_url_are_percent_decoded() -> None:
     assert ("dev@site", "p:ss") == (address.username, address.password)
 
 
+def test_an_empty_password_in_the_url_is_an_empty_password_not_none() -> None:
+    """``user:@host`` sends a zero-length password (MQTT 5 §3.1.3.6), which a broker may
+    tell apart from none: only ``user@host`` has none."""
+    addresses = parse_broker_url("mqtt://dev:@broker"), parse_broker_url("mqtt://dev@broker")
+
+    assert ["", None] == [address.password for address in addresses]
+
+
+def test_a_password_without_a_user_name_is_kept_as_a_password_alone() -> None:
+    address = parse_broker_url("mqtt://:s3cret@broker")
+
+    assert (None, "s3cret") == (address.username, address.password)
+
+
 def test_explicit_credentials_override_the_urls() -> None:
     address = parse_broker_url(
         "mqtt://a:b@broker",
