@@ -124,9 +124,18 @@ class AgentConfig:
                 tls = TlsSettings(
                     ca_file=self.tls_ca, cert_file=self.tls_cert, key_file=self.tls_key
                 )
-            return parse_broker_url(self.broker, tls=tls, username=self.username, password=password)
+            address = parse_broker_url(
+                self.broker, tls=tls, username=self.username, password=password
+            )
         except BrokerUrlError as exc:
             raise ConfigError(str(exc)) from None
+        if address.password is not None and address.username is None:
+            # paho sends a password only with a user name (and MQTT 3.1.1 §3.1.2.9 allows no
+            # other): the agent would connect anonymously, which nobody asked for.
+            raise ConfigError(
+                "a broker password needs a user name: give --username (or username = ...)"
+            )
+        return address
 
     def usable_broker_address(self) -> BrokerAddress:
         """:meth:`broker_address`, its TLS files loaded: one that cannot be read is bad

@@ -125,6 +125,24 @@ def test_the_password_file_is_read_and_stripped(tmp_path: Path) -> None:
     assert ("dev", "s3cret") == (address.username, address.password)
 
 
+@pytest.mark.parametrize(
+    ("broker", "password_file"),
+    [("mqtt://:s3cret@broker:1883", False), ("mqtt://broker:1883", True)],
+)
+def test_a_password_without_a_user_name_is_refused(
+    broker: str,
+    password_file: bool,
+    tmp_path: Path,
+) -> None:
+    """paho sends a password only with a user name: the agent connected anonymously."""
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    config = AgentConfig(broker=broker, password_file=secret if password_file else None)
+
+    with pytest.raises(ConfigError, match="a broker password needs a user name"):
+        config.broker_address()
+
+
 def test_tls_files_turn_tls_on() -> None:
     config = AgentConfig(broker="mqtts://broker:8883", tls_ca=Path("/etc/ca.pem"))
 

@@ -122,3 +122,19 @@ def test_any_values_make_a_usable_config_or_are_refused_naming_the_setting(
     for name in settings:
         value = getattr(config, name)
         assert not isinstance(value, float) or math.isfinite(value), name
+
+
+def test_a_password_without_a_username_is_refused_for_mqtt_3_1_1() -> None:
+    """MQTT 3.1.1 §3.1.2.9: its password flag needs the user name flag; the client refused it
+    with a traceback once the service was running."""
+    config = load_config(None, env={}, overrides={"password": "s3cret", "mqtt_protocol": "3.1.1"})
+
+    with pytest.raises(ConfigError, match="password needs a username"):
+        config.broker_address()
+
+
+def test_a_password_without_a_username_is_kept_for_mqtt_5() -> None:
+    """MQTT 5 §3.1.2.9 allows it, and the service's own client sends it."""
+    config = load_config(None, env={}, overrides={"password": "s3cret"})
+
+    assert (None, "s3cret") == (config.broker_address().username, config.broker_address().password)

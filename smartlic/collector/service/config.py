@@ -77,11 +77,15 @@ class ServiceConfig:
             except BrokerUrlError as exc:
                 raise ConfigError(f"settings tls_ca, tls_cert, tls_key: {exc}") from None
         try:
-            return parse_broker_url(
+            address = parse_broker_url(
                 self.broker, tls=tls, username=self.username, password=self.password
             )
         except BrokerUrlError as exc:
             raise ConfigError(str(exc)) from None
+        if self.mqtt_protocol != "5" and address.password is not None and address.username is None:
+            # MQTT 3.1.1 §3.1.2.9: the password flag needs the user name flag (MQTT 5 can).
+            raise ConfigError("with mqtt_protocol 3.1.1 a broker password needs a username")
+        return address
 
 
 _FIELDS: Final = {f.name: f for f in dataclasses.fields(ServiceConfig)}
