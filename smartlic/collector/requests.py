@@ -23,16 +23,23 @@ def request_replayed(*, carried_out: bool, registered: bool, registers: bool) ->
     return carried_out and registered is not registers
 
 
-async def is_replay(
-    tx: Transaction, device: DeviceRecord, request_id: bytes, *, registers: bool
-) -> bool:
-    """Whether the device's request ``request_id`` is a replay (:func:`request_replayed`)."""
+async def carried_out(tx: Transaction, device: DeviceRecord, request_id: bytes) -> bool:
+    """Whether the device's request ``request_id`` was carried out (and is still kept)."""
     row = await tx.fetch_one(
         "SELECT 1 AS found FROM carried_requests WHERE device_id = ? AND request_id = ?",
         (device.pk, request_id),
     )
+    return row is not None
+
+
+async def is_replay(
+    tx: Transaction, device: DeviceRecord, request_id: bytes, *, registers: bool
+) -> bool:
+    """Whether the device's request ``request_id`` is a replay (:func:`request_replayed`)."""
     return request_replayed(
-        carried_out=row is not None, registered=device.registered, registers=registers
+        carried_out=await carried_out(tx, device, request_id),
+        registered=device.registered,
+        registers=registers,
     )
 
 

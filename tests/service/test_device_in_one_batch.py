@@ -1,11 +1,12 @@
-"""One device's report and deregistration in one batch: the report is answered for the
-counts it set, as if the two had come in separate batches."""
+"""One device's report and deregistration in one batch: the report is answered for the counts
+it set (against the pools as the batch leaves them, as every answer of a batch is), and copies
+of the two redelivered later get the same answers again."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from smartlic.protocol import Authorization, DeregistrationResult, open_message
+from smartlic.protocol import Authorization, DeregistrationResult, ErrorCode, open_message
 
 from .ingest_support import collector, decide, devices, refusals, report, uplink
 
@@ -31,3 +32,48 @@ async def test_a_report_followed_by_its_devices_deregistration_is_answered_for_i
     assert isinstance(answer, Authorization)
     assert [TAG] == sorted(answer.tags)
     assert 0 == await collector_site.in_use()
+
+
+async def test_a_report_and_deregistration_redelivered_together_get_their_answers_again(
+    collector_site: Site,
+) -> None:
+    """The broker redelivers a committed batch whose acknowledgements were lost (SPEC §5):
+    the copies got NOT_REGISTERED errors, dead letters and new notice numbers."""
+    await collector_site.deposit("PO-1", quantity=10)
+    (device,) = await devices(collector_site, "B2")
+    leave, _ = device.deregistration_bytes()
+    batch = [report(device, {TAG: 2}), uplink(device, leave)]
+    async with collector(collector_site) as ingest:
+        first = await decide(ingest, batch)
+        again = await decide(ingest, batch)
+
+    result = open_message(again.items[1].answer or b"").message
+    assert [None, None] == refusals(again)
+    assert first.items[0].answer == again.items[0].answer
+    assert isinstance(result, DeregistrationResult)
+
+
+async def test_a_deregistration_sent_again_after_it_went_through_gets_its_result_again(
+    collector_site: Site,
+) -> None:
+    """Its answer was lost: the retry is answered as the first was, as a registration's is."""
+    (device,) = await devices(collector_site, "B3")
+    leave, _ = device.deregistration_bytes()
+    async with collector(collector_site) as ingest:
+        await decide(ingest, [uplink(device, leave)])
+        again = await decide(ingest, [uplink(device, leave)])
+
+    assert [None] == refusals(again)
+    assert isinstance(open_message(again.items[0].answer or b"").message, DeregistrationResult)
+
+
+async def test_a_report_of_a_deregistered_device_that_is_no_copy_is_refused(
+    collector_site: Site,
+) -> None:
+    (device,) = await devices(collector_site, "B4")
+    leave, _ = device.deregistration_bytes()
+    async with collector(collector_site) as ingest:
+        await decide(ingest, [uplink(device, leave)])
+        late = await decide(ingest, [report(device, {TAG: 1})])
+
+    assert [ErrorCode.NOT_REGISTERED] == refusals(late)

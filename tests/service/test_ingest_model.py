@@ -100,15 +100,27 @@ class Model:
     ) -> ErrorCode | None:
         """What the collector must make of a report or deregistration signed with the stored
         key; None for accepted, and for an exact duplicate."""
+        if isinstance(message, DeregistrationRequest):
+            return self._leave(message)
+        return self._report(message, digest)
+
+    def _leave(self, message: DeregistrationRequest) -> ErrorCode | None:
         if not self.registered:
             return ErrorCode.NOT_REGISTERED
-        if isinstance(message, DeregistrationRequest):
-            if stale(message.issued_at):
-                return ErrorCode.CLOCK_SKEW
-            self.registered, self.counts = False, {}
+        if stale(message.issued_at):
+            return ErrorCode.CLOCK_SKEW
+        self.registered, self.counts = False, {}
+        return None
+
+    def _report(self, message: UsageReport, digest: bytes) -> ErrorCode | None:
+        if message.seq <= self.last_seq and self.accepted.get(message.seq) == digest:
+            # An exact duplicate gets its answer again, whether or not the device has been
+            # deregistered since (SPEC §5: a batch redelivered after its commit).
             return None
+        if not self.registered:
+            return ErrorCode.NOT_REGISTERED
         if message.seq <= self.last_seq:
-            return None if self.accepted.get(message.seq) == digest else ErrorCode.REPLAYED
+            return ErrorCode.REPLAYED
         if stale(message.issued_at):
             return ErrorCode.CLOCK_SKEW
         # SPEC §3: a report sets the tags it names and leaves the others at their last count.

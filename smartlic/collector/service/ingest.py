@@ -44,7 +44,7 @@ from smartlic.collector.receipts import (
     find_accepted,
     save_accepted,
 )
-from smartlic.collector.requests import is_replay, record_carried_out
+from smartlic.collector.requests import carried_out, is_replay, record_carried_out
 from smartlic.collector.service.batch import Accepted, Batch
 from smartlic.collector.service.decisions import (
     SequenceVerdict,
@@ -190,9 +190,6 @@ class Ingest:
             return
         if self._refused_for_another_key(item, record):
             return
-        if not record.registered:
-            item.refuse(ErrorCode.NOT_REGISTERED, "this device is not registered", answer=True)
-            return
         assert item.opened is not None  # noqa: S101 -- _decide only hands over opened items
         digest = report_digest(item.opened.envelope.payload)
         last = batch.last_seq.get(record.device_id, record.last_seq)
@@ -207,7 +204,12 @@ class Ingest:
             seq=report.seq, last_accepted=last, accepted_digest=accepted_digest, digest=digest
         )
         if verdict is SequenceVerdict.DUPLICATE:
+            # Whether or not the device is still registered: a copy redelivered after a
+            # deregistration that came with it gets its answer again (SPEC §5), not an error.
             batch.duplicates.append((item, earlier.item if earlier else stored.answer))  # type: ignore[union-attr]  # one of them is set for a duplicate
+            return
+        if not record.registered:
+            item.refuse(ErrorCode.NOT_REGISTERED, "this device is not registered", answer=True)
             return
         if verdict is SequenceVerdict.REPLAYED:
             item.refuse(
@@ -320,7 +322,19 @@ class Ingest:
         if record is not None and self._refused_for_another_key(item, record):
             return
         if record is None or not record.registered:
-            item.refuse(ErrorCode.NOT_REGISTERED, "this device is not registered", answer=True)
+            fresh = clock_skew_error(
+                issued_at=request.issued_at, now=batch.now, window=self.settings.clock_skew
+            )
+            if (
+                record is not None
+                and fresh is None
+                and await carried_out(tx, record, request.request_id)
+            ):
+                # A copy of the deregistration that left the device as it is: a retry (the
+                # answer was lost, or the broker redelivered it), answered as the first was.
+                batch.results.append((item, record, request))
+            else:
+                item.refuse(ErrorCode.NOT_REGISTERED, "this device is not registered", answer=True)
             return
         if self._refused_as_stale(item, batch, request.issued_at):
             return
