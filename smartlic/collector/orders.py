@@ -92,6 +92,9 @@ class Order:
     """The account (and VA) that holds it now."""
     delivered_at: int | None
     lines: tuple[OrderLine, ...]
+    delivered_lines: tuple[int, ...] = ()
+    """Of an order still in its holding account, the lines (1 for the first) delivered out of
+    it already, one by one."""
 
 
 async def _load_orders(tx: Transaction, rows: Sequence[Row]) -> list[Order]:
@@ -118,6 +121,16 @@ async def _load_orders(tx: Transaction, rows: Sequence[Row]) -> list[Order]:
             sorted({int(r[c]) for r in rows for c in ("account_id", "origin_account_id")}),
         )
     }
+    partly = [int(r["id"]) for r in rows if r["delivered_at"] is None]
+    delivered: dict[int, list[int]] = {order_id: [] for order_id in partly}
+    for line in await tx.fetch_in(
+        "SELECT ol.order_id, ol.line_no FROM order_lines ol JOIN orders o ON o.id = ol.order_id"
+        " WHERE ol.order_id IN ({in}) AND NOT EXISTS (SELECT 1 FROM licenses l"
+        " WHERE l.order_line_id = ol.id AND l.account_id = o.account_id AND l.quantity > 0)"
+        " ORDER BY ol.order_id, ol.line_no",
+        partly,
+    ):
+        delivered[int(line["order_id"])].append(int(line["line_no"]))
     return [
         Order(
             number=str(row["number"]),
@@ -128,6 +141,7 @@ async def _load_orders(tx: Transaction, rows: Sequence[Row]) -> list[Order]:
             + (f"/{vas[int(row['va_id'])].name}" if row["va_id"] is not None else ""),
             delivered_at=None if row["delivered_at"] is None else int(row["delivered_at"]),
             lines=tuple(lines[int(row["id"])]),
+            delivered_lines=tuple(delivered.get(int(row["id"]), ())),
         )
         for row in rows
     ]
@@ -262,8 +276,11 @@ async def transfer_order(
     to_account: str,
     va_name: str | None,
     now: int,
+    lines: Sequence[int] = (),
 ) -> Order:
-    """Deliver an order from a holding account to a smart account's VA (default VA if none)."""
+    """Deliver an order from a holding account to a smart account's VA (default VA if none):
+    the ``lines`` named (1 for the first), or every line still held (SPEC §2: "a whole order
+    (or lines)"). The order leaves the holding account with its last line."""
     row = await _order_row(tx, number)
     holding = await account_by_id(tx, int(row["account_id"]))
     origin = await account_by_id(tx, int(row["origin_account_id"]))
@@ -281,14 +298,8 @@ async def transfer_order(
             " customer's smart account"
         )
     va = await virtual_account_or_default(tx, customer, va_name)
-    lots = [
-        License.from_row(lot)
-        for lot in await tx.fetch_all(
-            "SELECT l.* FROM licenses l JOIN order_lines ol ON ol.id = l.order_line_id"
-            " WHERE ol.order_id = ? AND l.account_id = ? AND l.quantity > 0 ORDER BY l.id",
-            (int(row["id"]), holding.id),
-        )
-    ]
+    order_id = int(row["id"])
+    lots, delivered = await _lots_to_deliver(tx, number, order_id, holding, lines)
     await move_lots(
         tx,
         [(lot, lot.quantity) for lot in lots],
@@ -298,10 +309,16 @@ async def transfer_order(
         now=now,
         term=lambda lot: delivered_term(lot.starts_at, lot.ends_at, now),
     )
-    await tx.execute(
-        "UPDATE orders SET account_id = ?, va_id = ?, delivered_at = ? WHERE id = ?",
-        (customer.id, va.id, now, int(row["id"])),
+    still_held = await tx.fetch_one(
+        "SELECT COUNT(*) AS n FROM licenses l JOIN order_lines ol ON ol.id = l.order_line_id"
+        " WHERE ol.order_id = ? AND l.account_id = ? AND l.quantity > 0",
+        (order_id, holding.id),
     )
+    if still_held is None or not int(still_held["n"]):
+        await tx.execute(
+            "UPDATE orders SET account_id = ?, va_id = ?, delivered_at = ? WHERE id = ?",
+            (customer.id, va.id, now, order_id),
+        )
     flips = await reevaluate(tx, [va.id], actor=actor.email, now=now)
     await audit.append(
         tx,
@@ -313,7 +330,10 @@ async def transfer_order(
                 account_id=customer.id,
                 counterpart_id=holding.id,
                 before={"holder": holding.name},
-                after={"holder": va.scope.label},
+                after={
+                    "holder": va.scope.label,
+                    **({"lines": delivered} if lines else {}),
+                },
             )
         ],
         now=now,
@@ -329,13 +349,52 @@ async def transfer_order(
     return (await _load_orders(tx, [await _order_row(tx, number)]))[0]
 
 
+async def _lots_to_deliver(
+    tx: Transaction, number: str, order_id: int, holding: Account, lines: Sequence[int]
+) -> tuple[list[License], list[int]]:
+    """The lots of the order's ``lines`` (all of them if none) still in ``holding``, and the
+    numbers of the lines they are."""
+    numbers = [
+        int(r["line_no"])
+        for r in await tx.fetch_all(
+            "SELECT line_no FROM order_lines WHERE order_id = ? ORDER BY line_no", (order_id,)
+        )
+    ]
+    unknown = sorted(set(lines) - set(numbers))
+    if unknown:
+        raise InvalidRequest(
+            f"order {number} has no line {unknown[0]}: its lines are 1 to {len(numbers)}"
+        )
+    wanted = set(lines) or set(numbers)
+    rows = [
+        row
+        for row in await tx.fetch_all(
+            "SELECT l.*, ol.line_no AS line_no FROM licenses l"
+            " JOIN order_lines ol ON ol.id = l.order_line_id"
+            " WHERE ol.order_id = ? AND l.account_id = ? AND l.quantity > 0 ORDER BY l.id",
+            (order_id, holding.id),
+        )
+        if int(row["line_no"]) in wanted
+    ]
+    held = sorted({int(row["line_no"]) for row in rows})
+    gone = sorted(wanted - set(held))
+    if lines and gone:
+        raise Refused(f"line {gone[0]} of order {number} was already delivered")
+    return [License.from_row(row) for row in rows], held
+
+
 async def list_orders(tx: Transaction, actor: Actor, account_name: str) -> list[Order]:
     """Orders held by the account or deposited into it (a holding account's delivered ones
     too), restricted for VA-scoped readers to orders that landed in their VAs."""
     account = await find_account(tx, account_name, seen_by=actor)
     rows = await tx.fetch_all(
-        "SELECT * FROM orders WHERE account_id = ? OR origin_account_id = ? ORDER BY number",
-        (account.id, account.id),
+        "SELECT * FROM orders WHERE account_id = ? OR origin_account_id = ?"
+        # An order whose lines are delivered one by one is held by its holding account until
+        # the last: the customers of the others list it too.
+        " OR id IN (SELECT ol.order_id FROM order_lines ol"
+        " JOIN licenses l ON l.order_line_id = ol.id WHERE l.account_id = ? AND l.quantity > 0)"
+        " ORDER BY number",
+        (account.id, account.id, account.id),
     )
     if account.kind is AccountKind.HOLDING:
         authorize(actor, Permission.ORDER_READ, account.scope)

@@ -15,7 +15,7 @@ import pytest
 from smartlic.collector.cli import main
 from smartlic.collector.store import open_store
 
-from .collector_support import ALICE, NOW, OPERATOR, Site
+from .collector_support import ALICE, NOW, OPERATOR, PAT, Site
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -278,3 +278,14 @@ def test_an_order_deposited_into_the_other_kind_of_account_is_refused(
     status = main(["--as", OPERATOR, *argv])
 
     assert (1, True) == (status, message in capsys.readouterr().err)
+
+
+def test_order_transfer_of_one_line_says_which_and_the_listing_shows_it(cli: Cli) -> None:
+    lines = ["--line", "network-advantage=20", "--line", "dna-essentials=5"]
+    cli.text("order", "deposit", "PO-3", "--holding", "PartnerCo", *lines)
+
+    out = cli.text("order", "transfer", "PO-3", "--to", "ACME", "--line", "2", as_=PAT)
+
+    (listed,) = cli.json("order", "list", "PartnerCo")
+    assert "transferred line 2 of order PO-3 from PartnerCo to ACME\n" == out
+    assert ("PartnerCo", "line 2") == (listed["holder"], listed["delivered"])

@@ -297,3 +297,80 @@ async def test_an_order_already_delivered_is_refused_as_delivered_not_as_missing
         await site.run(
             transfer_order, as_=PAT, number="PO-1", to_account="ACME", va_name=None, now=NOW
         )
+
+
+DNA = "dna-essentials"
+
+
+async def _two_lines_in_partnerco(site: Site) -> None:
+    lines = (OrderLine(tag=NA, quantity=20), OrderLine(tag=DNA, quantity=5))
+    await _deposit(site, "PO-1", *lines, account_name="PartnerCo")
+
+
+async def _deliver(site: Site, *lines: int, va: str | None = None) -> Any:
+    return await site.run(
+        transfer_order,
+        as_=PAT,
+        number="PO-1",
+        to_account="ACME",
+        va_name=va,
+        now=NOW,
+        lines=lines,
+    )
+
+
+async def test_one_line_of_an_order_can_be_delivered_on_its_own(site: Site) -> None:
+    """SPEC §2: "move a whole order (or lines) from a PHA to an SA"."""
+    await _two_lines_in_partnerco(site)
+
+    order = await _deliver(site, 2)
+
+    assert {("DEFAULT", DNA): 5} == await _pools(site)
+    assert ("PartnerCo", None, (2,)) == (order.holder, order.delivered_at, order.delivered_lines)
+
+
+async def test_an_order_leaves_its_holding_account_with_its_last_line(site: Site) -> None:
+    await _two_lines_in_partnerco(site)
+    await _deliver(site, 2)
+
+    order = await _deliver(site, 1, va="Engineering")
+
+    assert {("DEFAULT", DNA): 5, ("Engineering", NA): 20} == await _pools(site)
+    assert ("ACME/Engineering", NOW, ()) == (
+        order.holder,
+        order.delivered_at,
+        order.delivered_lines,
+    )
+
+
+async def test_an_order_transfer_without_lines_delivers_the_lines_still_held(site: Site) -> None:
+    await _two_lines_in_partnerco(site)
+    await _deliver(site, 2)
+
+    await _deliver(site, va="Engineering")
+
+    assert {("DEFAULT", DNA): 5, ("Engineering", NA): 20} == await _pools(site)
+
+
+async def test_a_line_already_delivered_is_refused(site: Site) -> None:
+    await _two_lines_in_partnerco(site)
+    await _deliver(site, 2)
+
+    with pytest.raises(Refused, match="line 2 of order PO-1 was already delivered"):
+        await _deliver(site, 2)
+
+
+async def test_a_line_the_order_does_not_have_is_refused(site: Site) -> None:
+    await _two_lines_in_partnerco(site)
+
+    with pytest.raises(InvalidRequest, match="order PO-1 has no line 3: its lines are 1 to 2"):
+        await _deliver(site, 3)
+
+
+async def test_the_customer_of_one_line_lists_the_order(site: Site) -> None:
+    await _two_lines_in_partnerco(site)
+    await _deliver(site, 2)
+
+    listed = await site.run(list_orders, account_name="ACME")
+
+    assert [("PO-1", (2,))] == [(o.number, o.delivered_lines) for o in listed]

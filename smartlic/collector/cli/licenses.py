@@ -47,7 +47,11 @@ def _order_data(order: Order) -> dict[str, str | int | bool | list[str] | None]:
         "holder": order.holder,
         "origin": order.origin,
         "deposited": format_time(order.deposited_at),
-        "delivered": format_time(order.delivered_at),
+        # An order delivered line by line is held by its holding account until the last line.
+        "delivered": format_time(order.delivered_at)
+        or (
+            f"line {', '.join(map(str, order.delivered_lines))}" if order.delivered_lines else None
+        ),
         "lines": [format_order_line(line) for line in order.lines],
     }
 
@@ -73,9 +77,19 @@ def _transfer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("number", metavar="ORDER", help="an order in a holding account")
     parser.add_argument("--to", required=True, metavar="SA", help="the customer's smart account")
     parser.add_argument("--va", help="the VA it lands in (default: the default VA)")
+    parser.add_argument(
+        "--line",
+        dest="lines",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="deliver only line N (1 for the first; repeatable); default: every line still held",
+    )
 
 
 async def _transfer(run: Invocation) -> Report:
+    lines: list[int] = run.args.lines
     order = await orders.transfer_order(
         run.tx,
         run.actor,
@@ -83,9 +97,12 @@ async def _transfer(run: Invocation) -> Report:
         to_account=run.args.to,
         va_name=run.args.va,
         now=run.now,
+        lines=lines,
     )
+    destination = run.args.to + (f"/{run.args.va}" if run.args.va else "")
+    what = f"line {', '.join(map(str, sorted(set(lines))))} of order" if lines else "order"
     return Report(
-        f"transferred order {order.number} from {order.origin} to {order.holder}",
+        f"transferred {what} {order.number} from {order.origin} to {destination}",
         _order_data(order),
     )
 
