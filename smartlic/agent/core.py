@@ -10,7 +10,8 @@ Inputs: :meth:`AgentCore.start` / :meth:`~AgentCore.stop` (a run begins / ends c
 be subscribed before it publishes, or it could miss its answer) / :meth:`~AgentCore.disconnected`,
 :meth:`~AgentCore.received` (a downlink message), :meth:`~AgentCore.publish_acked` (the PUBACK of
 a :class:`Publish`), :meth:`~AgentCore.usage_changed`, :meth:`~AgentCore.tick` (call it by
-:meth:`~AgentCore.next_timer` at the latest), and the operator's :meth:`~AgentCore.register`,
+:meth:`~AgentCore.next_timer` at the latest: a shell whose wall clock can be set back passes
+it the clock's reading), and the operator's :meth:`~AgentCore.register`,
 :meth:`~AgentCore.deregister`, :meth:`~AgentCore.forget_registration`.
 
 Delivery (SPEC §5): reports get strictly increasing sequence numbers and enter the durable
@@ -115,15 +116,33 @@ class AgentCore(Reporting, Replies):
             self.snapshot(), now=now, evaluation_period=self._settings.evaluation_period
         )
 
-    def next_timer(self) -> float | None:
-        """The wall time by which :meth:`tick` must be called next (``None``: no timer yet)."""
-        now = self._clock.wall
-        if now is None:
+    def next_timer(self, now: float | None = None) -> float | None:
+        """The wall time by which :meth:`tick` must be called next (``None``: no timer yet).
+
+        Never later than the use clock's :meth:`~smartlic.agent.timekeeping.UseClock.observe_by`,
+        so a core ticked when asked counts all its running time (a longer step would be cut
+        to ``max_clock_step``). Every timer counts from the last wall time the core was given;
+        with ``now`` (the wall clock's reading), a clock set back since then makes the timer
+        due at once: the tick re-anchors the timers on the new time, where waiting for the
+        old one would leave the core without a tick (no retry, report, checkpoint, use
+        counted) for as long as the clock went back.
+        """
+        last = self._clock.wall
+        if last is None:
             return None
+        if now is not None and now < last:
+            return now
+        return self._timer_from(last)
+
+    def _timer_from(self, last: float) -> float:
+        """:meth:`next_timer` of a core whose last input came at wall time ``last``."""
         clock, s = self._clock, self._settings
-        candidates = [now + s.checkpoint_interval - (clock.elapsed - self._persisted_elapsed)]
+        candidates = [last + s.checkpoint_interval - (clock.elapsed - self._persisted_elapsed)]
+        observe_by = clock.observe_by()
+        if observe_by is not None:
+            candidates.append(observe_by)
         if self._state is LicenseState.EVALUATION:
-            candidates.append(now + s.evaluation_period - self._evaluation_used)
+            candidates.append(last + s.evaluation_period - self._evaluation_used)
         deadlines: list[Deadline | None] = []
         if self._state in AUTHORIZED_STATES:
             deadlines.append(self._authorization)
@@ -133,14 +152,14 @@ class AgentCore(Reporting, Replies):
         if self._connected and self._room() > 0:
             for entry in self._outbox:
                 if not entry.in_flight:
-                    deadlines.append(entry.retry_at or clock.after(0, now))
+                    deadlines.append(entry.retry_at or clock.after(0, last))
             if self._pending is not None and not self._pending_in_flight:
                 if self._pending_acked:
                     deadlines.append(self._pending_retry_at)
                 else:
-                    candidates.append(now)
-        candidates += [now + clock.remaining(d, now) for d in deadlines if d is not None]
-        return max(now, min(candidates))
+                    candidates.append(last)
+        candidates += [last + clock.remaining(d, last) for d in deadlines if d is not None]
+        return max(last, min(candidates))
 
     # ---- inputs --------------------------------------------------------------------------
 

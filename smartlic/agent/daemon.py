@@ -383,7 +383,7 @@ class Daemon:
     def _step(self) -> None:
         now = time.time()
         wait = MAX_WAIT
-        timer = self.core.next_timer()
+        timer = self.core.next_timer(now)
         if timer is not None:
             wait = min(wait, max(0.0, timer - now))
         if self.usage is not None:
@@ -401,7 +401,9 @@ class Daemon:
             time.sleep(wait or 0.01)
         now = time.time()
         self._poll_usage(now)
-        timer = self.core.next_timer()
+        # Given ``now``, the timer is due at once after the wall clock was set back: it counts
+        # from the last wall time the core saw, and would otherwise stall the core that long.
+        timer = self.core.next_timer(now)
         if timer is None or now >= timer:
             self._execute(self.core.tick(now))
         if self.hooks is not None:

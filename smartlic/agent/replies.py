@@ -37,7 +37,10 @@ from smartlic.protocol import (
 if TYPE_CHECKING:
     from smartlic.agent.actions import Action
     from smartlic.agent.notices import Accepted
-    from smartlic.protocol import CollectorMessage, VerifyingKey
+    from smartlic.agent.retry import Entropy
+    from smartlic.agent.settings import CoreSettings
+    from smartlic.agent.snapshot import Snapshot
+    from smartlic.protocol import CollectorMessage, SigningKey, VerifyingKey
 
 DEREGISTERING: Final = frozenset({ErrorCode.NOT_REGISTERED, ErrorCode.UNKNOWN_DEVICE})
 """Refusals that mean the collector no longer has this device registered."""
@@ -45,7 +48,20 @@ _MAX_JUMP_DOUBLINGS: Final = 20
 
 
 class Replies(Device):
-    __slots__ = ()
+    __slots__ = ("_skew_refusals",)
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        key: SigningKey,
+        entropy: Entropy,
+        settings: CoreSettings | None = None,
+    ) -> None:
+        super().__init__(snapshot, key=key, entropy=entropy, settings=settings)
+        # Consecutive CLOCK_SKEW refusals of our latest report, for their backoff. Not saved:
+        # a restart only begins the backoff again from its first step.
+        self._skew_refusals = 0
 
     def _accept(self, verdict: Accepted, now: float, out: list[Action]) -> None:
         message, relevance = verdict.message, verdict.relevance
@@ -106,9 +122,15 @@ class Replies(Device):
                 )
             self._next_report = self._clock.after(delay, now)
         elif code is ErrorCode.CLOCK_SKEW and was_latest:
+            # Each report is new (attempt 1), so the backoff counts the refusals in a row: a
+            # clock that stays wrong is tried less and less often, up to retry_cap, not every
+            # minute for ever.
             s = self._settings
+            self._skew_refusals += 1
             unit = unit_interval(self._entropy)
-            delay = backoff_delay(entry.attempts, base=s.retry_base, cap=s.retry_cap, unit=unit)
+            delay = backoff_delay(
+                self._skew_refusals, base=s.retry_base, cap=s.retry_cap, unit=unit
+            )
             self._next_report = self._clock.after(delay, now)
 
     def _apply(self, message: CollectorMessage, now: float, out: list[Action]) -> None:
@@ -144,7 +166,7 @@ class Replies(Device):
             message.next_report_at, span=message.next_report_at - message.issued_at
         )
         self._last_answer_at = now
-        self._seq_jumps = 0
+        self._seq_jumps = self._skew_refusals = 0
         out.append(
             NoticeApplied(
                 kind=message.message_type,
@@ -212,6 +234,7 @@ class Replies(Device):
         self._last_nonce = None
         self._tags = {}
         self._authorization = None
+        self._skew_refusals = 0
         self._next_report = self._clock.after(0, now)
         self._move(LicenseEvent.REGISTRATION_ACCEPTED, now, out)
         out.append(

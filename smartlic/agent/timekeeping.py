@@ -12,9 +12,10 @@ reached when *either* is:
   authorization: the use clock keeps counting.
 
 A forward step longer than ``max_step`` is credited as ``max_step`` only: between two
-observations of a running agent little time passes (the daemon ticks every second), so a long
-step is a suspend or a clock being set, not hours of use — and a router whose clock jumps from
-1970 to today must not lose its 90-day evaluation in one step.
+observations of a running agent little time passes (the core asks to be ticked again within
+half ``max_step``: :meth:`UseClock.observe_by`), so a long step is a suspend or a clock being
+set, not hours of use — and a router whose clock jumps from 1970 to today must not lose its
+90-day evaluation in one step.
 """
 
 from __future__ import annotations
@@ -59,6 +60,18 @@ class UseClock:
             step = min(step, self.max_step)
         self.elapsed += step
         return step
+
+    def observe_by(self) -> float | None:
+        """The wall time by which the next reading must come for the running time to count.
+
+        Half ``max_step`` after the last reading: readings that come when asked are never a
+        step the cap cuts short, so the use clock counts real running time, and one that comes
+        up to ``max_step / 2`` late (a busy device) still loses nothing. ``None`` before the
+        first reading of a run, or without a cap.
+        """
+        if self.wall is None or self.max_step is None:
+            return None
+        return self.wall + self.max_step / 2
 
     def after(self, seconds: float, now: float) -> Deadline:
         """The deadline ``seconds`` from ``now`` on both clocks."""

@@ -22,6 +22,7 @@ from smartlic.agent import daemon
 from smartlic.agent.config import AgentConfig
 from smartlic.agent.daemon import MAX_WAIT, Daemon
 from smartlic.agent.errors import LocalAgentError
+from smartlic.agent.settings import DAY
 from smartlic.agent.storage import MemoryStorage
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 TAG = "network-advantage"
+HOUR = 3600.0
 START = 1000.0
 """Where the fake monotonic clock starts."""
 
@@ -155,6 +157,23 @@ def test_an_offline_daemon_sleeps_a_whole_max_wait_per_step(clock: FakeClock) ->
     offline = Daemon(AgentConfig(), new_core(), MemoryStorage(), entropy=entropy())
     offline.run(timeout=10 * MAX_WAIT)
     assert [MAX_WAIT] * 10 == clock.slept
+
+
+@pytest.mark.usefixtures("clock")
+def test_an_offline_daemon_counts_every_second_it_runs_as_evaluation() -> None:
+    """Ticked only when the core's timer asks: each step must be one the use clock credits."""
+    core = new_core()
+    Daemon(AgentConfig(), core, MemoryStorage(), entropy=entropy()).run(timeout=HOUR)
+    assert pytest.approx(HOUR) == core.snapshot().evaluation_used
+
+
+def test_the_core_is_still_ticked_after_the_wall_clock_is_set_back(clock: FakeClock) -> None:
+    """Set back a day ten minutes in: the use clock keeps counting, losing at most the step
+    the set-back fell in (half max_clock_step), not the day the timers would wait for."""
+    clock.after(600, lambda: setattr(clock, "wall", clock.wall - DAY))
+    core = new_core()
+    Daemon(AgentConfig(), core, MemoryStorage(), entropy=entropy()).run(timeout=HOUR)
+    assert HOUR - 150 <= core.snapshot().evaluation_used
 
 
 def test_usage_is_still_polled_after_the_wall_clock_steps_back(

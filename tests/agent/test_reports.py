@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from agent_support import T0, Harness, new_core, of_type, restore
 from smartlic.agent.actions import (
     Persist,
@@ -272,6 +274,45 @@ def test_a_report_refused_for_clock_skew_is_reported_again_after_a_backoff() -> 
     assert {TAG: 3} == harness.script.latest_counts[harness.core.device_id]
 
 
+def _skew_refusals(harness: Harness, until: float) -> list[float]:
+    """Drive ``harness`` by its timer alone until ``until``; the times reports were queued."""
+    start = len(harness.actions)
+    now = harness.core.next_timer()
+    while now is not None and now < until:
+        harness.tick(now)
+        now = harness.core.next_timer()
+    return [q.at for q in of_type(harness.actions[start:], ReportQueued)]
+
+
+def test_reports_refused_for_clock_skew_again_and_again_back_off_exponentially() -> None:
+    """Each refusal's wait lies in [ceiling / 2, ceiling], the ceiling doubling from 60 s up
+    to retry_cap (1 h): a clock that stays wrong is not retried every minute for ever."""
+    harness = registered()
+    harness.script.refuse_reports = ErrorCode.CLOCK_SKEW
+    harness.usage({TAG: 3}, T0 + 100)
+    queued = _skew_refusals(harness, T0 + 12 * 3600)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(queued)]
+    ceilings = [min(3600.0, 30.0 * 2**n) for n in range(1, len(gaps) + 1)]
+    assert [] == [(g, c) for g, c in zip(gaps, ceilings, strict=True) if not c / 2 <= g <= c]
+    assert 3600.0 == ceilings[-1]
+
+
+def test_an_accepted_notice_starts_the_clock_skew_backoff_over() -> None:
+    """Refused six times in a row, then answered: the next refusal waits 30-60 s again."""
+    harness = registered()
+    harness.script.refuse_reports = ErrorCode.CLOCK_SKEW
+    harness.usage({TAG: 3}, T0 + 100)
+    refused = _skew_refusals(harness, T0 + 3 * 3600)
+    harness.script.refuse_reports = None
+    answered = _skew_refusals(harness, refused[-1] + 3600)
+    harness.script.refuse_reports = ErrorCode.CLOCK_SKEW
+    changed = answered[-1] + 10
+    harness.usage({TAG: 4}, changed)
+    again = _skew_refusals(harness, changed + 600)
+    assert 6 <= len(refused)
+    assert 30 <= again[1] - again[0] <= 60
+
+
 def test_a_broker_outage_of_any_length_loses_no_report() -> None:
     harness = registered()
     core = harness.core
@@ -304,8 +345,14 @@ def test_a_full_window_waits_for_a_puback_not_for_a_timer() -> None:
 
 
 def test_when_idle_the_next_timer_is_the_checkpoint_or_the_next_report() -> None:
-    harness = registered(CoreSettings(checkpoint_interval=600.0))
+    harness = registered(CoreSettings(checkpoint_interval=600.0, max_clock_step=None))
     assert T0 + 600 == harness.core.next_timer()
+
+
+def test_when_idle_the_next_timer_is_within_half_the_max_clock_step() -> None:
+    """So that the use clock, which credits at most max_clock_step a step, misses nothing."""
+    harness = registered(CoreSettings(checkpoint_interval=600.0, max_clock_step=300.0))
+    assert T0 + 150 == harness.core.next_timer()
 
 
 def test_a_collector_that_keeps_refusing_as_replayed_is_not_hammered() -> None:

@@ -43,6 +43,34 @@ def test_a_forward_jump_is_credited_at_most_max_step() -> None:
     assert 300.0 == clock.elapsed
 
 
+def test_the_next_reading_is_asked_for_within_half_the_max_step() -> None:
+    """A reading up to max_step / 2 later than asked still credits its whole step."""
+    clock = UseClock(max_step=300.0)
+    clock.observe(T0)
+    assert T0 + 150.0 == clock.observe_by()
+
+
+def test_a_core_ticked_only_when_its_timer_asks_counts_all_its_running_time() -> None:
+    """With no other input, a one-day evaluation ends after one day of running, not 1.5:
+    the timer never leaves a step longer than max_clock_step for the use clock to cut."""
+    harness = Harness(new_core(CoreSettings(evaluation_period=DAY)))
+    harness.run(harness.core.start(T0), T0)
+    now = T0
+    while harness.core.state is LicenseState.EVALUATION:
+        timer = harness.core.next_timer()
+        assert timer is not None
+        now = timer
+        harness.tick(now)
+    assert T0 + DAY == now
+
+
+def test_the_timer_is_due_at_once_after_the_wall_clock_was_set_back() -> None:
+    """Its timers count from the last wall time seen: the tick re-anchors them."""
+    harness = _evaluation_core(10 * HOUR)
+    harness.tick(T0 + HOUR)
+    assert T0 - DAY == harness.core.next_timer(T0 - DAY)
+
+
 @given(st.lists(st.floats(min_value=-1e9, max_value=1e9, allow_nan=False), max_size=50))
 def test_the_use_clock_never_decreases(steps: list[float]) -> None:
     clock = UseClock(max_step=600.0)
