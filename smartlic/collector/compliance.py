@@ -89,15 +89,24 @@ def pool_compliance(purchased: int, in_use: int) -> TagCompliance:
     return TagCompliance(in_use=in_use, entitled=purchased)
 
 
-def device_status(
-    counts: Mapping[str, int], pools: Mapping[str, ComplianceStatus]
-) -> ComplianceStatus:
-    """A device is out of compliance when a tag it consumes is short in its VA."""
-    short = any(
-        count > 0 and pools.get(tag) is ComplianceStatus.OUT_OF_COMPLIANCE
+def device_tags(
+    va_id: int, counts: Mapping[str, int], pools: Mapping[PoolKey, PoolState]
+) -> dict[str, TagCompliance]:
+    """The standing of each tag the device consumes (count > 0) in its VA ``va_id``; a tag
+    with no pool there has no license there."""
+    return {
+        tag: pools[va_id, tag].compliance if (va_id, tag) in pools else pool_compliance(0, count)
         for tag, count in counts.items()
-    )
-    return ComplianceStatus.OUT_OF_COMPLIANCE if short else ComplianceStatus.IN_COMPLIANCE
+        if count > 0
+    }
+
+
+def device_status(tags: Mapping[str, TagCompliance]) -> ComplianceStatus:
+    """A device is out of compliance when a tag it consumes is short in its VA (SPEC §3):
+    ``tags`` are its :func:`device_tags`."""
+    if any(c.shortfall for c in tags.values()):
+        return ComplianceStatus.OUT_OF_COMPLIANCE
+    return ComplianceStatus.IN_COMPLIANCE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

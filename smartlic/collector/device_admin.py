@@ -7,7 +7,6 @@ devices whose status changed.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from smartlic.collector.compliance import (
     PoolKey,
     apply_pool_deltas,
     device_status,
+    device_tags,
     load_pools,
     reevaluate,
 )
@@ -162,13 +162,10 @@ async def list_devices(
         )
     records = await devices_in(tx, visible)
     pools = await load_pools(tx, visible, now)
-    statuses: defaultdict[int, dict[str, ComplianceStatus]] = defaultdict(dict)
-    for (va_id, tag), pool in pools.items():
-        statuses[va_id][tag] = pool.status
     return [
         DeviceView(
             device=r,
-            status=device_status(r.counts, statuses[r.va_id]) if r.registered else None,
+            status=device_status(device_tags(r.va_id, r.counts, pools)) if r.registered else None,
         )
         for r in records
     ]

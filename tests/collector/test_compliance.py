@@ -7,8 +7,10 @@ from smartlic.collector import audit
 from smartlic.collector.changes import ChangeKind, PoolFlip, changes_since, latest_change_id
 from smartlic.collector.compliance import (
     Lot,
+    PoolState,
     active_quantity,
     device_status,
+    device_tags,
     evaluate_pools,
     license_active,
     load_pool_states,
@@ -61,12 +63,27 @@ def test_a_pool_using_more_than_purchased_is_short_by_the_difference() -> None:
     assert (OUT, 3) == (pool_compliance(5, 8).status, pool_compliance(5, 8).shortfall)
 
 
+def _standing(counts: dict[str, int]) -> ComplianceStatus:
+    """A device of VA 1 with ``counts``, where tag a is in compliance and tag b is short."""
+    pools = {
+        (1, "a"): PoolState(va_id=1, tag="a", purchased=5, in_use=3, recorded=IN),
+        (1, "b"): PoolState(va_id=1, tag="b", purchased=1, in_use=2, recorded=OUT),
+    }
+    return device_status(device_tags(1, counts, pools))
+
+
 def test_a_device_is_out_of_compliance_when_a_tag_it_consumes_is_short() -> None:
-    assert OUT == device_status({"a": 1, "b": 2}, {"a": IN, "b": OUT})
+    assert OUT == _standing({"a": 1, "b": 2})
 
 
 def test_a_device_not_consuming_the_short_tag_is_unaffected() -> None:
-    assert IN == device_status({"a": 1, "b": 0}, {"a": IN, "b": OUT})
+    assert IN == _standing({"a": 1, "b": 0})
+
+
+def test_a_device_consuming_a_tag_without_a_pool_in_its_va_is_short() -> None:
+    """No pool: none of its licenses there. The device listing once said in compliance where
+    the device's notice said out of it."""
+    assert OUT == _standing({"c": 1})
 
 
 def test_every_pool_is_evaluated_from_its_lots_and_usage_at_now() -> None:

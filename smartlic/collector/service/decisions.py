@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from smartlic.collector.compliance import device_status
 from smartlic.protocol import (
     Authorization,
     ComplianceNotice,
@@ -87,14 +88,6 @@ def refuse_unverified(reason: str, *, device_known: bool) -> Refusal:
     return Refusal(code=ErrorCode.BAD_SIGNATURE, reason=reason, answer=device_known)
 
 
-def notice_status(tags: Mapping[str, TagCompliance]) -> ComplianceStatus:
-    """What a compliance notice listing ``tags`` tells its device: out of compliance when one
-    of them is short."""
-    if any(c.shortfall for c in tags.values()):
-        return ComplianceStatus.OUT_OF_COMPLIANCE
-    return ComplianceStatus.IN_COMPLIANCE
-
-
 def compliance_notice(
     *,
     device_id: str,
@@ -115,7 +108,7 @@ def compliance_notice(
     """
     kind: type[ComplianceNotice] = (
         OutOfComplianceNotice
-        if notice_status(tags) is ComplianceStatus.OUT_OF_COMPLIANCE
+        if device_status(tags) is ComplianceStatus.OUT_OF_COMPLIANCE
         else Authorization
     )
     return kind(

@@ -13,9 +13,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from smartlic.collector.compliance import PoolKey, PoolState, load_pool_states, pool_compliance
+from smartlic.collector.compliance import (
+    PoolKey,
+    PoolState,
+    device_status,
+    device_tags,
+    load_pool_states,
+)
 from smartlic.collector.devices import reserve_notice_seqs
-from smartlic.collector.service.decisions import compliance_notice, notice_status
+from smartlic.collector.service.decisions import compliance_notice
 from smartlic.protocol import (
     CollectorMessage,
     DeregistrationResult,
@@ -23,7 +29,6 @@ from smartlic.protocol import (
     ErrorNotice,
     RegistrationRequest,
     RegistrationResult,
-    TagCompliance,
 )
 
 if TYPE_CHECKING:
@@ -80,23 +85,12 @@ def pools_needed(requests: Sequence[NoticeRequest]) -> set[PoolKey]:
     }
 
 
-def tag_compliance(
-    va_id: int, counts: Mapping[str, int], pools: Mapping[PoolKey, PoolState]
-) -> dict[str, TagCompliance]:
-    """The standing of each tag the device consumes, in its VA."""
-    return {
-        tag: pools[va_id, tag].compliance if (va_id, tag) in pools else pool_compliance(0, count)
-        for tag, count in counts.items()
-        if count > 0
-    }
-
-
 def status_told(
     va_id: int, counts: Mapping[str, int], pools: Mapping[PoolKey, PoolState]
 ) -> ComplianceStatus:
     """What a compliance notice built from ``pools`` tells a device of ``va_id`` with
     ``counts``: pushes compare it with what the device was last told."""
-    return notice_status(tag_compliance(va_id, counts, pools))
+    return device_status(device_tags(va_id, counts, pools))
 
 
 def _notice_pk(owed: NoticeOwed) -> int | None:
@@ -147,9 +141,9 @@ async def number_notices(
     if missing:
         known.update(await load_pool_states(tx, missing, now))
     at = [(n, each) for n, each in enumerate(owed) if isinstance(each, NoticeRequest)]
-    tags = {n: tag_compliance(each.device.va_id, each.counts, known) for n, each in at}
+    tags = {n: device_tags(each.device.va_id, each.counts, known) for n, each in at}
     # In the order given: a device's last compliance notice is what it ends up told.
-    told = {each.device.pk: notice_status(tags[n]) for n, each in at}
+    told = {each.device.pk: device_status(tags[n]) for n, each in at}
     numbers = await _numbers(tx, owed, told)
     # One draw from the OS for the batch's nonces: a system call per notice cost more than
     # building the notice.

@@ -14,7 +14,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from smartlic.collector.changes import ChangeKind, changes_since
-from smartlic.collector.compliance import load_pools, reevaluate
+from smartlic.collector.compliance import load_pools, reevaluate, vas_with_license_changes
 from smartlic.collector.devices import DeviceRecord, consumers, find_devices, told_statuses
 from smartlic.collector.service.notices import ErrorRequest, NoticeRequest, status_told
 from smartlic.protocol import ErrorCode
@@ -119,12 +119,7 @@ async def pushes_for_expiry(
 ) -> list[NoticeRequest]:
     """Term licenses that started or ended in ``(since, now]``: re-evaluate their VAs (the
     flips are recorded and audited) and push to the devices whose status changed."""
-    rows = await tx.fetch_all(
-        "SELECT DISTINCT va_id FROM licenses WHERE va_id IS NOT NULL AND quantity > 0 AND"
-        " ((starts_at > ? AND starts_at <= ?) OR (ends_at > ? AND ends_at <= ?))",
-        (since, now, since, now),
-    )
-    va_ids = [int(r["va_id"]) for r in rows]
+    va_ids = sorted(await vas_with_license_changes(tx, after=since, until=now))
     if not va_ids:
         return []
     flips = await reevaluate(tx, va_ids, actor=actor, now=now)
