@@ -1,14 +1,20 @@
-"""One device's report and deregistration in one batch: the report is answered for the counts
-it set (against the pools as the batch leaves them, as every answer of a batch is), and copies
-of the two redelivered later get the same answers again."""
+"""One device's messages in a batch, decided as if they had come one by one: a report followed
+by its device's deregistration is answered for the counts it set (against the pools as the
+batch leaves them, as every answer of a batch is), copies of the two redelivered later get the
+same answers again, and what a batch refused is logged once, when it commits."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pytest
+from smartlic.collector.service import ingest as ingest_module
+from smartlic.collector.store import StoreError
 from smartlic.protocol import Authorization, DeregistrationResult, ErrorCode, open_message
+from structlog.testing import capture_logs
 
 from .ingest_support import collector, decide, devices, refusals, report, uplink
+from .support import now
 
 if TYPE_CHECKING:
     from .support import Site
@@ -77,3 +83,27 @@ async def test_a_report_of_a_deregistered_device_that_is_no_copy_is_refused(
         late = await decide(ingest, [report(device, {TAG: 1})])
 
     assert [ErrorCode.NOT_REGISTERED] == refusals(late)
+
+
+async def test_a_refusal_in_a_batch_that_failed_to_commit_is_logged_once_it_commits(
+    collector_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logged while deciding, each retry through a store outage logged it again."""
+    (device,) = await devices(collector_site, "B5")
+    stale = report(device, {TAG: 1}, issued_at=now() - 2 * 3600)
+    failures = [StoreError("database is locked")]
+    real = ingest_module.add_dead_letters
+
+    async def failing_once(*args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "add_dead_letters", failing_once)
+    with capture_logs() as logs:
+        async with collector(collector_site) as ingest:
+            with pytest.raises(StoreError):
+                await ingest.process([stale], now())
+            await ingest.process([stale], now())
+
+    assert ["CLOCK_SKEW"] == [e["code"] for e in logs if e["event"] == "collector.refused"]

@@ -49,6 +49,8 @@ class Batch:
     answered_as: dict[int, DeviceRecord] = field(default_factory=dict)
     """Each accepted report's device (by the report's ``id``) as the report left it: a
     deregistration later in the batch must not take the counts its answer is about."""
+    pushed: int = 0
+    """How many pushes the batch queued."""
     superseded: set[int] = field(default_factory=set)
     """Accepted reports (by ``id``) of a registration that a later one in this batch replaced:
     answered, but not kept, since the new registration starts a new sequence window."""

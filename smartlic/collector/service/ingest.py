@@ -133,6 +133,7 @@ class Ingest:
         self.device_records.committed(
             batch.records, changed=[record.device_id for _, record, _ in batch.results]
         )
+        _log_decided(batch)
         return outgoing
 
     async def _decide(
@@ -379,27 +380,7 @@ class Ingest:
                 if id(a) not in batch.superseded
             ],
         )
-        for item in batch.items:
-            if item.refusal is not None:
-                log.info(
-                    "collector.refused",
-                    device_id=item.device_id,
-                    mid=item.mid,
-                    in_reply_to=item.reply_to.hex()
-                    if isinstance(item.reply_to, bytes)
-                    else item.reply_to,
-                    code=item.refusal.code.name,
-                    reason=item.refusal.reason,
-                    answered=item.answer is not None,
-                )
-        log.debug(
-            "collector.batch",
-            messages=len(batch.items),
-            accepted=len(batch.accepted),
-            duplicates=len(batch.duplicates),
-            flips=len(batch.flips),
-            pushes=len(pushes),
-        )
+        batch.pushed = len(pushes)
         await add_dead_letters(
             tx,
             [
@@ -424,3 +405,29 @@ class Ingest:
             if item.answer is not None and item.device_id is not None
         ]
         return [*direct, *queued]
+
+
+def _log_decided(batch: Batch) -> None:
+    """Once the batch is committed: a batch that failed to commit is decided again, and its
+    refusals logged each time would be refusals that never happened."""
+    for item in batch.items:
+        if item.refusal is not None:
+            log.info(
+                "collector.refused",
+                device_id=item.device_id,
+                mid=item.mid,
+                in_reply_to=item.reply_to.hex()
+                if isinstance(item.reply_to, bytes)
+                else item.reply_to,
+                code=item.refusal.code.name,
+                reason=item.refusal.reason,
+                answered=item.answer is not None,
+            )
+    log.debug(
+        "collector.batch",
+        messages=len(batch.items),
+        accepted=len(batch.accepted),
+        duplicates=len(batch.duplicates),
+        flips=len(batch.flips),
+        pushes=batch.pushed,
+    )
