@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from smartlic.collector.receipts import add_dead_letters
 from smartlic.collector.service import ingest as ingest_module
 from smartlic.collector.store import StoreError
 from smartlic.protocol import Authorization, DeregistrationResult, ErrorCode, open_message
@@ -92,12 +93,11 @@ async def test_a_refusal_in_a_batch_that_failed_to_commit_is_logged_once_it_comm
     (device,) = await devices(collector_site, "B5")
     stale = report(device, {TAG: 1}, issued_at=now() - 2 * 3600)
     failures = [StoreError("database is locked")]
-    real = ingest_module.add_dead_letters
 
     async def failing_once(*args: Any, **kwargs: Any) -> None:
         if failures:
             raise failures.pop()
-        await real(*args, **kwargs)
+        await add_dead_letters(*args, **kwargs)
 
     monkeypatch.setattr(ingest_module, "add_dead_letters", failing_once)
     with capture_logs() as logs:
