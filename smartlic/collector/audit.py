@@ -188,6 +188,16 @@ def chain_problems(
     Rows are judged as stored, before any parsing, so an edit that changes a value's type is
     caught like any other.
     """
+    problems, last_seq, last_hash = _row_problems(rows)
+    if head_seq > last_seq:
+        problems.append(_missing(last_seq + 1, head_seq))
+    elif head_seq != last_seq or head_hash != last_hash:
+        problems.append(f"the chain's head (entry {head_seq}) does not match the last entry")
+    return problems
+
+
+def _row_problems(rows: Iterable[Mapping[str, object]]) -> tuple[list[str], int, str]:
+    """What is wrong with the rows alone, and the last entry's sequence number and hash."""
     problems: list[str] = []
     expected_seq, prev_hash = 1, GENESIS_HASH
     for row in rows:
@@ -202,12 +212,7 @@ def chain_problems(
         if row_hash(row) != row["hash"]:
             problems.append(f"entry {seq} was edited (its hash does not match its content)")
         expected_seq, prev_hash = seq + 1, str(row["hash"])
-    last_seq = expected_seq - 1
-    if head_seq > last_seq:
-        problems.append(_missing(last_seq + 1, head_seq))
-    elif head_seq != last_seq or head_hash != prev_hash:
-        problems.append(f"the chain's head (entry {head_seq}) does not match the last entry")
-    return problems
+    return problems, expected_seq - 1, prev_hash
 
 
 def _missing(first: int, last: int) -> str:
@@ -224,7 +229,15 @@ async def verify(tx: Transaction) -> Verdict:
             entries=0, head_seq=-1, head_hash="", problems=("the chain's head record is missing",)
         )
     rows = await tx.fetch_all("SELECT * FROM audit_log ORDER BY seq")
-    head_seq, head_hash = int(head["seq"]), str(head["hash"])
+    head_seq, head_hash = head["seq"], head["hash"]
+    if type(head_seq) is not int or type(head_hash) is not str:
+        # Judged as stored, like the rows: an edit that changes a value's type is tampering.
+        field, value = (
+            ("hash", head_hash) if type(head_seq) is int else ("sequence number", head_seq)
+        )
+        edited = f"the chain's head was edited (its {field} reads {value!r})"
+        problems, _, _ = _row_problems(rows)
+        return Verdict(entries=len(rows), head_seq=-1, head_hash="", problems=(edited, *problems))
     return Verdict(
         entries=len(rows),
         head_seq=head_seq,

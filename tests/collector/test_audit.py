@@ -172,3 +172,20 @@ async def test_deleting_the_newest_entries_is_caught_by_the_head(site: Site) -> 
         await tx.execute("DELETE FROM audit_log WHERE seq >= 3")
         verdict = await audit.verify(tx)
     assert ("entries 3..4 are missing (deleted)",) == verdict.problems
+
+
+async def test_a_head_whose_sequence_number_is_no_number_is_reported_as_tampering(
+    site: Site,
+) -> None:
+    """Judged as stored, like the rows: verifying does not fail on the value it finds."""
+    async with site.store.write() as tx:
+        await tx.execute("UPDATE audit_head SET seq = 'abc'")
+        verdict = await audit.verify(tx)
+    assert ("the chain's head was edited (its sequence number reads 'abc')",) == verdict.problems
+
+
+async def test_a_head_whose_hash_is_no_text_is_reported_as_tampering(site: Site) -> None:
+    async with site.store.write() as tx:
+        await tx.execute("UPDATE audit_head SET hash = x'07'")
+        verdict = await audit.verify(tx)
+    assert ("the chain's head was edited (its hash reads b'\\x07')",) == verdict.problems
