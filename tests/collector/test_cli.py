@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,79 @@ def test_an_unreadable_fixed_clock_is_bad_usage(
     monkeypatch.setenv("SMARTLIC_NOW", "yesterday")
     status, _, err = _run(capsys, "--as", OPS, "account", "list")
     assert (2, True) == (status, err.startswith("smartlic-collector: SMARTLIC_NOW:"))
+
+
+def test_a_head_edited_to_no_number_fails_verification_as_tampering(
+    initialised: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with sqlite3.connect(initialised) as conn:
+        conn.execute("UPDATE audit_head SET seq = 'abc'")
+    status, _, err = _run(capsys, "--as", OPS, "audit", "verify")
+    assert (
+        1,
+        (
+            "smartlic-collector: error: audit log TAMPERED: the chain's head was edited"
+            " (its sequence number reads 'abc')\n"
+        ),
+    ) == (status, err)
+
+
+@pytest.mark.parametrize("command", [["account", "list"], ["audit", "verify"], ["key", "show"]])
+def test_a_read_only_command_does_not_wait_for_another_process_writer(
+    initialised: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """WAL readers never block: opening the store takes no write lock with nothing to migrate."""
+    writer = sqlite3.connect(initialised, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO service_state VALUES ('x', 1)")
+        started = time.monotonic()
+        status, _, err = _run(capsys, "--as", OPS, *command)
+        took = time.monotonic() - started
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert (0, "") == (status, err)
+    assert took < 2.0
+
+
+@pytest.mark.parametrize("db", ["no-folder/sub/c.db", "a-folder"])
+def test_a_database_that_cannot_be_opened_is_one_line_without_a_traceback(
+    tmp_path: Path, db: str
+) -> None:
+    """A missing folder, or a folder given as the database: aiosqlite's thread, left to
+    answer after the event loop closed, printed two tracebacks."""
+    (tmp_path / "a-folder").mkdir()
+    done = subprocess.run(
+        [str(SCRIPT), "--db", db, "init", "--admin", OPS],
+        cwd=tmp_path,
+        env=_story_env(tmp_path / "unused.db"),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert (1, [f"smartlic-collector: error: {db}: unable to open database file"]) == (
+        done.returncode,
+        done.stderr.splitlines(),
+    )
+
+
+@pytest.mark.usefixtures("initialised")
+def test_init_and_key_show_use_the_key_named_by_smartlic_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SMARTLIC_KEY names the key for every command, as it does for `run`."""
+    monkeypatch.setenv("SMARTLIC_DB", str(tmp_path / "k.db"))
+    monkeypatch.setenv("SMARTLIC_KEY", str(tmp_path / "custom.key"))
+    assert 0 == main(["init", "--admin", OPS])
+    assert (True, False) == ((tmp_path / "custom.key").exists(), (tmp_path / "k.db.key").exists())
+    assert 0 == main(["--as", OPS, "key", "show"])
+
+
+def test_key_flag_beats_smartlic_key(
+    initialised: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SMARTLIC_KEY", str(initialised.parent / "elsewhere.key"))
+    status, out, _ = _run(capsys, "--as", OPS, "--key", f"{initialised}.key", "key", "show")
+    assert (0, True) == (status, out.startswith("SHA256:"))

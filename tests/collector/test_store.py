@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
+import aiosqlite
 import pytest
 from smartlic.collector.store import (
     ConstraintError,
@@ -317,3 +321,91 @@ async def test_a_write_that_rolls_back_leaves_a_version_nothing_matches(tmp_path
     finally:
         await store.close()
     assert ended != [start]
+
+
+async def test_opening_a_current_database_takes_no_write_lock(tmp_path: Path) -> None:
+    """With no migration pending, opening only reads: a read-only command opening the store
+    while another process writes does not wait for it (nor fail when it writes for long)."""
+    store = await open_store(tmp_path / "c.db", create=True)
+    await store.close()
+    writer = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        reader = await SqliteStore.open(tmp_path / "c.db", busy_timeout=0.5)
+        try:
+            version = await reader.schema_version()
+        finally:
+            await reader.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert LATEST_VERSION == version
+
+
+async def test_two_processes_creating_a_database_at_once_apply_each_migration_once(
+    tmp_path: Path,
+) -> None:
+    """The version read before is read again under the write lock: the second to get it
+    finds the migrations applied by the first."""
+    stores = await asyncio.gather(*(open_store(tmp_path / "c.db", create=True) for _ in "ab"))
+    for store in stores:
+        await store.close()
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        applied = conn.execute("SELECT version FROM schema_migrations").fetchall()
+    assert [(m.version,) for m in MIGRATIONS] == applied
+
+
+async def test_a_writer_waiting_for_another_process_lock_can_be_cancelled_at_once(
+    tmp_path: Path,
+) -> None:
+    """SQLite's busy handler cannot be interrupted: the store gives it the wait a step at a
+    time, so a task told to stop (a shutdown) is not held for the whole busy timeout."""
+    store = await open_store(tmp_path / "c.db", create=True)
+    writer = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        waiting = asyncio.create_task(_insert(store, "a@b.c"))
+        await asyncio.sleep(0.3)
+        waiting.cancel()
+        cancelled = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        took = time.monotonic() - cancelled
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        await store.close()
+    assert took < 1.0
+
+
+async def test_a_writer_still_fails_busy_once_the_busy_timeout_is_over(tmp_path: Path) -> None:
+    await (await open_store(tmp_path / "c.db", create=True)).close()
+    store = await SqliteStore.open(tmp_path / "c.db", busy_timeout=0.3)
+    writer = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match="is busy"):
+            await _insert(store, "a@b.c")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        await store.close()
+
+
+async def test_a_database_that_cannot_be_opened_leaves_no_connection_thread_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiosqlite stops the thread of a failed connect with a future nobody awaits: a thread
+    still running when the CLI's event loop closes answers it then, with two tracebacks. The
+    stop is slowed here, so the thread is still running when open() fails unless open()
+    waited for it."""
+    stop = aiosqlite.Connection.stop
+
+    def slow_stop(conn: aiosqlite.Connection) -> asyncio.Future[Any] | None:
+        conn._tx.put_nowait((None, functools.partial(time.sleep, 0.3)))
+        return stop(conn)
+
+    monkeypatch.setattr(aiosqlite.Connection, "stop", slow_stop)
+    with pytest.raises(StoreError, match="unable to open database file"):
+        await open_store(tmp_path / "no-folder" / "c.db", create=True)
+    assert [] == [t.name for t in threading.enumerate() if "_connection_worker" in t.name]

@@ -138,3 +138,38 @@ def test_a_password_without_a_username_is_kept_for_mqtt_5() -> None:
     config = load_config(None, env={}, overrides={"password": "s3cret"})
 
     assert (None, "s3cret") == (config.broker_address().username, config.broker_address().password)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"share_group": "a/b"}, "setting share_group: share group cannot contain /"),
+        ({"share_group": "a+"}, "setting share_group: share group 'a\\+' must be non-empty"),
+        ({"topic_prefix": ""}, "setting topic_prefix: topic prefix '' must be non-empty"),
+        ({"topic_prefix": "/smartlic"}, "setting topic_prefix: topic prefix '/smartlic' must"),
+        ({"client_id": ""}, "setting client_id cannot be empty"),
+    ],
+)
+def test_a_setting_that_makes_no_usable_subscription_or_session_is_refused_at_load(
+    settings: dict[str, str], message: str
+) -> None:
+    """Caught when loading (exit 2), not as an internal error or a broker refusing for ever."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, env={}, overrides=settings)
+
+
+def test_tls_files_that_cannot_be_loaded_are_refused_naming_the_settings(tmp_path: Path) -> None:
+    config = load_config(
+        None,
+        env={},
+        overrides={"broker": "mqtts://broker.example.net", "tls_ca": str(tmp_path / "none.pem")},
+    )
+
+    with pytest.raises(ConfigError, match="settings tls_ca, tls_cert, tls_key: TLS settings"):
+        config.usable_broker_address()
+
+
+def test_an_empty_share_group_subscribes_without_sharing() -> None:
+    config = load_config(None, env={}, overrides={"share_group": ""})
+
+    assert "smartlic/v1/d/+/up" == config.subscription()

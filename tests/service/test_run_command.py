@@ -44,6 +44,25 @@ def test_a_bad_broker_url_is_bad_usage_in_one_line(collector_site: Site) -> None
     assert "mqtt://" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "setting"),
+    [
+        (["--share-group", "a/b"], "share_group"),
+        (["--topic-prefix", ""], "topic_prefix"),
+        (["--client-id", ""], "client_id"),
+        (["--broker", "mqtts://127.0.0.1:1", "--tls-ca", "/nonexistent"], "tls_ca"),
+    ],
+)
+def test_a_setting_the_broker_would_refuse_is_bad_usage_naming_it(
+    collector_site: Site, flags: list[str], setting: str
+) -> None:
+    """Exit 2, as the docs say for bad usage, not an internal error (exit 1)."""
+    result = _run(*flags, db=collector_site.db)
+
+    assert (2, 1) == (result.returncode, len(result.stderr.strip().splitlines()))
+    assert setting in result.stderr
+
+
 def test_a_missing_database_is_refused_in_one_line(tmp_path: Path) -> None:
     result = _run("--broker", "mqtt://127.0.0.1:1", db=tmp_path / "none.db")
 

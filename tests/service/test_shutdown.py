@@ -11,11 +11,14 @@ window would wait for it to come back, and so would the wait before the next con
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from smartlic.collector.service.config import ServiceConfig
 from smartlic.collector.service.ingest import Ingest
+from smartlic.collector.service.service import CollectorService
 from smartlic.collector.store import StoreError
 from smartlic.mqtt import outgoing
 from smartlic.mqtt.native import NativeMqttClient
@@ -145,3 +148,35 @@ def _window_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
         original(self, **{**options, "max_pending": 2})
 
     monkeypatch.setattr(NativeMqttClient, "__init__", small_window)
+
+
+async def test_a_service_stopped_during_start_up_behind_another_process_writer_stops_cleanly(
+    collector_site: Site,
+) -> None:
+    """Start-up waits for the store's write lock (up to its busy timeout): a stop meanwhile
+    ends the service at once and without an error, the start-up abandoned."""
+    service = CollectorService(
+        ServiceConfig(
+            db=collector_site.db,
+            key=collector_site.key_path,
+            broker="mqtt://127.0.0.1:1",
+            crypto_workers=0,
+        )
+    )
+    writer = sqlite3.connect(collector_site.db, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        with capture_logs() as logs:
+            running = asyncio.create_task(service.run())
+            await asyncio.sleep(0.5)
+            service.stop()
+            stopping = time.monotonic()
+            async with asyncio.timeout(STOP_DEADLINE):
+                await running
+            stopped_in = time.monotonic() - stopping
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+    assert stopped_in < 1.0
+    assert ["collector.stopping", "collector.stopped"] == [e["event"] for e in logs]

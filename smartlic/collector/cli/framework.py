@@ -31,13 +31,14 @@ from smartlic.collector.store import StoreError, open_store
 from smartlic.collector.users import load_actor
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from smartlic.collector.rbac import Actor
     from smartlic.collector.store import Store, Transaction
 
 PROG: Final = "smartlic-collector"
 DEFAULT_DB: Final = "smartlic.db"
+KEY_ENV: Final = "SMARTLIC_KEY"
 EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2
 
@@ -109,7 +110,10 @@ def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
         "--db", type=Path, default=default(None), help=f"database (env SMARTLIC_DB; {DEFAULT_DB})"
     )
     parser.add_argument(
-        "--key", type=Path, default=default(None), help="collector key file (default: DB.key)"
+        "--key",
+        type=Path,
+        default=default(None),
+        help=f"collector key file (env {KEY_ENV}; default: DB.key)",
     )
     parser.add_argument(
         "--as",
@@ -147,6 +151,15 @@ def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
         command.arguments(leaf)
         leaf.set_defaults(run_command=command)
     return root
+
+
+def key_path(flag: Path | None, environ: Mapping[str, str], db: Path) -> Path:
+    """The collector key file, the same for every command: ``--key``, else ``SMARTLIC_KEY``,
+    else the database path + ``.key``."""
+    if flag is not None:
+        return flag
+    named = environ.get(KEY_ENV)
+    return Path(named).expanduser() if named else default_key_path(db)
 
 
 def _now(environ: dict[str, str]) -> int:
@@ -195,7 +208,7 @@ def run_cli(commands: Sequence[Command], argv: Sequence[str] | None = None) -> i
         invocation = Invocation(
             args=args,
             db=db,
-            key_path=args.key or default_key_path(db),
+            key_path=key_path(args.key, environ, db),
             user=user,
             now=_now(environ),
         )

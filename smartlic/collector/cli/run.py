@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from smartlic.collector.cli.framework import Command, UsageError
+from smartlic.collector.cli.framework import KEY_ENV, Command, UsageError
 from smartlic.collector.service.config import ConfigError, ServiceConfig, load_config
 
 if TYPE_CHECKING:
@@ -60,11 +60,12 @@ async def _run(invocation: Invocation) -> int:
     # --db given, or SMARTLIC_DB set, beats the file; the framework's default does not.
     if args.db is not None or "SMARTLIC_DB" in os.environ:
         overrides["db"] = invocation.db
-    if args.key is not None:
-        overrides["key"] = args.key
+    # Likewise --key or SMARTLIC_KEY, resolved as for every command, beats the file.
+    if args.key is not None or os.environ.get(KEY_ENV):
+        overrides["key"] = invocation.key_path
     try:
         config = load_config(args.config, overrides=overrides)
-        config.broker_address()
+        config.usable_broker_address()
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     # Imported here: administrative commands need none of the service's MQTT machinery.

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from smartlic.mqtt.url import BrokerAddress, BrokerUrlError, TlsSettings, parse_broker_url
+from smartlic.protocol.errors import LocalProtocolError
 from smartlic.protocol.fields import TIME_MAX
-from smartlic.protocol.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP
+from smartlic.protocol.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP, Topics
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -87,6 +88,42 @@ class ServiceConfig:
             raise ConfigError("with mqtt_protocol 3.1.1 a broker password needs a username")
         return address
 
+    def usable_broker_address(self) -> BrokerAddress:
+        """:meth:`broker_address`, its TLS files loaded: one that cannot be read is bad
+        configuration, found before the service starts, not a traceback once the client
+        connects."""
+        address = self.broker_address()
+        if address.tls is not None:
+            try:
+                address.tls.context()
+            except BrokerUrlError as exc:
+                raise ConfigError(f"settings tls_ca, tls_cert, tls_key: {exc}") from None
+        return address
+
+    def subscription(self) -> str:
+        """The uplink filter the service subscribes to: shared unless ``share_group`` is ''."""
+        topics = Topics(prefix=self.topic_prefix)
+        group = self.share_group
+        return topics.shared_uplink_filter(group) if group else topics.uplink_filter
+
+
+def _check(config: ServiceConfig) -> ServiceConfig:
+    """Refuse settings the broker or the topics would refuse only once the service runs."""
+    try:
+        Topics(prefix=config.topic_prefix)
+    except LocalProtocolError as exc:
+        raise ConfigError(f"setting topic_prefix: {exc.message}") from None
+    try:
+        config.subscription()
+    except LocalProtocolError as exc:
+        raise ConfigError(f"setting share_group: {exc.message}") from None
+    if not config.client_id:
+        # An MQTT 3.1.1 broker refuses an empty client id with a persistent session (§3.1.3.1),
+        # at every reconnection; an MQTT 5 one would make up a new id each time, losing the
+        # session that holds what arrived while the service was down.
+        raise ConfigError("setting client_id cannot be empty")
+    return config
+
 
 _FIELDS: Final = {f.name: f for f in dataclasses.fields(ServiceConfig)}
 _CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
@@ -138,7 +175,7 @@ def load_config(
     values.update(
         {k: _convert(k, v, text=True) for k, v in (overrides or {}).items() if v is not None}
     )
-    return ServiceConfig(**values)
+    return _check(ServiceConfig(**values))
 
 
 def _from_toml(file: Path) -> dict[str, Any]:

@@ -54,7 +54,7 @@ from smartlic.mqtt.native import NativeMqttClient
 from smartlic.protocol import ErrorCode, Topics
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
 
     from smartlic.collector.service.config import ServiceConfig
     from smartlic.collector.service.notices import ErrorRequest, NoticeRequest
@@ -116,61 +116,10 @@ class CollectorService:
 
     async def run(self) -> None:
         """Run until :meth:`stop` (SIGTERM/SIGINT call it when installed by the CLI)."""
-        config = self.config
-        store = self._store = await open_store(config.db)
         try:
-            async with store.read() as tx:
-                site = await site_info(tx)
-            key = self._key = read_key_file(config.key_path)
-            check_site_key(config.key_path, key, site.key_fingerprint)
-            crypto = self._crypto = CryptoPool(config.crypto_workers)
-            await crypto.start()
-            self._ingest = Ingest(
-                store,
-                crypto,
-                Settings(
-                    topics=self.topics,
-                    key=key,
-                    fingerprint=site.key_fingerprint,
-                    clock_skew=config.clock_skew,
-                ),
-            )
-            group = config.share_group
-            subscription = (
-                self.topics.shared_uplink_filter(group) if group else self.topics.uplink_filter
-            )
-            self._client = NativeMqttClient(
-                client_id=config.client_id,
-                broker=config.broker_address(),
-                on_message=self._received,
-                subscriptions=[(subscription, 1)],
-                protocol=config.mqtt_protocol,
-                manual_ack=True,
-                max_pending=10_000,
-                # MQTT 5 flow control keeps the broker from sending more than we buffer
-                receive_maximum=min(config.intake_limit, 65_535),
-                on_connect=self._connected,
-                on_disconnect=self._disconnected,
-                on_published=self._acknowledged,
-                on_refused=self._refused,
-            )
-            watchers = Watchers(
-                store=store,
-                clock=self.clock,
-                stopping=self._stopping,
-                queue=self._queue,
-                send=self._send,
-                actor=ACTOR,
-                poll_interval=config.change_poll_ms / 1000,
-            )
-            await self._startup()
-            log.info(
-                "collector.started",
-                broker=str(config.broker_address()),
-                subscription=subscription,
-                db=str(config.db),
-                time_scale=self.clock.scale,
-            )
+            watchers = await self._unless_stopped(self._start())
+            if watchers is None:
+                return
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._mqtt(), name="mqtt")
                 tasks.create_task(self._ingest_loop(), name="ingest")
@@ -181,8 +130,85 @@ class CollectorService:
         finally:
             if self._crypto is not None:
                 await self._crypto.close()
-            await store.close()
-            log.info("collector.stopped", processed=self.processed)
+            if self._store is not None:
+                await self._store.close()
+            # A store that never opened (no database) has only its error to say.
+            if self._store is not None or self._stopping.is_set():
+                log.info("collector.stopped", processed=self.processed)
+
+    async def _unless_stopped(self, steps: Coroutine[object, object, T]) -> T | None:
+        """What ``steps`` return; None when :meth:`stop` came first, the steps then cancelled.
+
+        Start-up waits for the store (another process's write lock, for up to the busy
+        timeout): a stop meanwhile must not wait with it, nor end the service with an error.
+        """
+        starting = asyncio.create_task(steps, name="collector-startup")
+        stopped = asyncio.create_task(self._stopping.wait(), name="collector-stop")
+        try:
+            await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not starting.done():
+                starting.cancel()
+                # What the steps raise as they are cancelled is no news: the stop won.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await starting
+        return None if starting.cancelled() else starting.result()
+
+    async def _start(self) -> Watchers:
+        """Open the store, load the key, set up ingest and the MQTT client, catch up."""
+        config = self.config
+        store = self._store = await open_store(config.db)
+        async with store.read() as tx:
+            site = await site_info(tx)
+        key = self._key = read_key_file(config.key_path)
+        check_site_key(config.key_path, key, site.key_fingerprint)
+        crypto = self._crypto = CryptoPool(config.crypto_workers)
+        await crypto.start()
+        self._ingest = Ingest(
+            store,
+            crypto,
+            Settings(
+                topics=self.topics,
+                key=key,
+                fingerprint=site.key_fingerprint,
+                clock_skew=config.clock_skew,
+            ),
+        )
+        subscription = config.subscription()
+        self._client = NativeMqttClient(
+            client_id=config.client_id,
+            broker=config.broker_address(),
+            on_message=self._received,
+            subscriptions=[(subscription, 1)],
+            protocol=config.mqtt_protocol,
+            manual_ack=True,
+            max_pending=10_000,
+            # MQTT 5 flow control keeps the broker from sending more than we buffer
+            receive_maximum=min(config.intake_limit, 65_535),
+            on_connect=self._connected,
+            on_disconnect=self._disconnected,
+            on_published=self._acknowledged,
+            on_refused=self._refused,
+        )
+        watchers = Watchers(
+            store=store,
+            clock=self.clock,
+            stopping=self._stopping,
+            queue=self._queue,
+            send=self._send,
+            actor=ACTOR,
+            poll_interval=config.change_poll_ms / 1000,
+        )
+        await self._startup()
+        log.info(
+            "collector.started",
+            broker=str(config.broker_address()),
+            subscription=subscription,
+            db=str(config.db),
+            time_scale=self.clock.scale,
+        )
+        return watchers
 
     async def _startup(self) -> None:
         """Catch up with what happened while the service was down."""

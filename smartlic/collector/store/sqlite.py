@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 import aiosqlite
@@ -35,10 +36,20 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Iterator
     from pathlib import Path
 
+    from smartlic.collector.store.migrations import Migration
+
 SQLITE: Final = Dialect(
     name="sqlite", id_column="INTEGER PRIMARY KEY AUTOINCREMENT", bytes_type="BLOB"
 )
 DEFAULT_BUSY_TIMEOUT: Final = 10.0
+BUSY_STEP: Final = 0.1
+"""Seconds SQLite itself waits for a lock before the store tries again (see ``_begin``)."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
@@ -53,13 +64,29 @@ def _translated(path: Path) -> Iterator[None]:
     except sqlite3.IntegrityError as exc:
         raise ConstraintError(f"{path}: {exc}") from exc
     except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
+        if _is_busy(exc):
             raise StoreError(
                 f"{path} is busy: another process held its write lock for too long"
             ) from exc
         raise StoreError(f"{path}: {exc}") from exc
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: {exc}") from exc
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    """A connection to ``path``; one that cannot be opened ends its thread before failing.
+
+    aiosqlite, when the connect fails, stops its thread with a future nobody awaits: the
+    thread then answers it once the CLI's event loop is closed, and prints two tracebacks.
+    """
+    conn = aiosqlite.connect(path, isolation_level=None)
+    try:
+        with _translated(path):
+            return await conn
+    except BaseException:
+        # The stop is queued behind the failed connect; joining is near-instant.
+        await asyncio.to_thread(conn._thread.join)  # noqa: SLF001 -- aiosqlite has no public way to wait for its thread
+        raise
 
 
 class _SqliteTransaction(Transaction):
@@ -100,9 +127,12 @@ class _SqliteTransaction(Transaction):
 class SqliteStore(Store):
     dialect = SQLITE
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    ) -> None:
         self._conn = conn
         self.path = path
+        self._busy_timeout = busy_timeout
         self.commits = 0
         """Write transactions this store has committed (see :meth:`Transaction.versions`)."""
         self._turn = asyncio.Lock()
@@ -119,16 +149,17 @@ class SqliteStore(Store):
         """
         if not create and not path.exists():  # noqa: ASYNC240 -- one stat, once per process, before connecting
             raise StoreError(f"no collector database at {path}")
-        with _translated(path):
-            conn = await aiosqlite.connect(path, isolation_level=None)
-        store = cls(conn, path)
+        conn = await _connect(path)
+        store = cls(conn, path, busy_timeout=busy_timeout)
         try:
             with _translated(path):
                 conn.row_factory = _dict_row  # type: ignore[assignment]  # aiosqlite types it as a class; sqlite3 takes any callable
-                await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-                mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-                if mode and next(iter(mode))["journal_mode"] != "wal":
-                    raise StoreError(f"{path}: cannot switch to WAL mode")
+                step = min(busy_timeout, BUSY_STEP)
+                # SQLite waits for a lock a step at a time and the store waits the rest
+                # (_begin, _wal): a task waiting for another process's lock stays cancellable.
+                await conn.execute(f"PRAGMA busy_timeout = {int(step * 1000)}")
+            await store._wal()
+            with _translated(path):
                 await conn.execute("PRAGMA foreign_keys = ON")
                 # 64 MiB of page cache (the default is 2): the service touches devices at
                 # random, and keeping their pages in memory keeps a report's cost flat.
@@ -141,24 +172,39 @@ class SqliteStore(Store):
             raise
         return store
 
+    async def _wal(self) -> None:
+        """Switch to WAL mode. On a new database that takes an exclusive lock, which SQLite
+        may refuse at once, without waiting, when another process opens it at the same time
+        (it would deadlock): tried again until the busy timeout is over."""
+        deadline = time.monotonic() + self._busy_timeout
+        with _translated(self.path):
+            while True:
+                try:
+                    mode = await self._conn.execute_fetchall("PRAGMA journal_mode = WAL")
+                except sqlite3.Error as exc:
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(BUSY_STEP / 10)
+                else:
+                    break
+        if mode and next(iter(mode))["journal_mode"] != "wal":
+            raise StoreError(f"{self.path}: cannot switch to WAL mode")
+
     async def _migrate(self) -> None:
-        async with self.write() as tx:
-            await tx.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
-            )
-        while True:
+        # A plain read first: with no migration pending (every open but the first after an
+        # upgrade) a read-only command must not wait for another process's write lock.
+        async with self.read() as tx:
+            current = await self._version(tx)
+        while self._pending(current):
             async with self.write() as tx:
-                # Read the version inside the write lock: two processes opening a new
-                # database at once must not both apply the same migration.
-                row = await tx.fetch_one("SELECT MAX(version) AS version FROM schema_migrations")
-                current = int(row["version"]) if row and row["version"] is not None else 0
-                if current > LATEST_VERSION:
-                    raise SchemaError(
-                        f"{self.path} has schema version {current}; this smartlic knows up to"
-                        f" {LATEST_VERSION} (upgrade smartlic)"
-                    )
-                pending = [m for m in MIGRATIONS if m.version > current]
+                await tx.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+                )
+                # Read the version again inside the write lock: another process opening the
+                # database meanwhile may have applied this migration already.
+                current = await self._version(tx)
+                pending = self._pending(current)
                 if not pending:
                     return
                 migration = pending[0]
@@ -168,6 +214,25 @@ class SqliteStore(Store):
                     "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
                     (migration.version, migration.name),
                 )
+                current = migration.version
+
+    async def _version(self, tx: Transaction) -> int:
+        """The schema version, 0 for a new database (no ``schema_migrations`` table yet)."""
+        table = await tx.fetch_one(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        )
+        if table is None:
+            return 0
+        row = await tx.fetch_one("SELECT MAX(version) AS version FROM schema_migrations")
+        return int(row["version"]) if row and row["version"] is not None else 0
+
+    def _pending(self, current: int) -> list[Migration]:
+        if current > LATEST_VERSION:
+            raise SchemaError(
+                f"{self.path} has schema version {current}; this smartlic knows up to"
+                f" {LATEST_VERSION} (upgrade smartlic)"
+            )
+        return [m for m in MIGRATIONS if m.version > current]
 
     async def schema_version(self) -> int:
         async with self.read() as tx:
@@ -187,8 +252,7 @@ class SqliteStore(Store):
         async with self._turn:
             self._holder = asyncio.current_task()
             try:
-                with _translated(self.path):
-                    await self._conn.execute(begin)
+                await self._begin(begin)
                 yield _SqliteTransaction(self, writes=writes)
                 with _translated(self.path):
                     await self._conn.execute("COMMIT")
@@ -210,6 +274,24 @@ class SqliteStore(Store):
                 raise
             finally:
                 self._holder = None
+
+    async def _begin(self, begin: str) -> None:
+        """Run ``begin``, waiting up to the busy timeout for a lock another process holds.
+
+        SQLite's busy handler sleeps on the connection's thread, where neither a cancellation
+        nor an interrupt reaches it: it is given one step (BUSY_STEP) at a time, so a task
+        cancelled meanwhile (the service told to stop) is free within a step.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        with _translated(self.path):
+            while True:
+                try:
+                    await self._conn.execute(begin)
+                except sqlite3.Error as exc:
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise
+                else:
+                    return
 
     async def _settle(self) -> None:
         """Wait until the connection's thread has run every statement queued so far."""
