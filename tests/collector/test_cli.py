@@ -341,3 +341,13 @@ def test_key_flag_beats_smartlic_key(
     monkeypatch.setenv("SMARTLIC_KEY", str(initialised.parent / "elsewhere.key"))
     status, out, _ = _run(capsys, "--as", OPS, "--key", f"{initialised}.key", "key", "show")
     assert (0, True) == (status, out.startswith("SHA256:"))
+
+
+@pytest.mark.parametrize("db", [".", ""])
+def test_a_database_path_that_names_no_file_is_bad_usage(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was an internal error: there is no name to put the key file beside."""
+    status, _, err = _run(capsys, "--db", db, "--as", OPS, "account", "list")
+
+    assert (2, "smartlic-collector: --db must name a database file, not '.'\n") == (status, err)

@@ -202,6 +202,9 @@ def run_cli(commands: Sequence[Command], argv: Sequence[str] | None = None) -> i
         args = parser.parse_args(argv)
         command: Command = args.run_command
         db = args.db or Path(environ.get("SMARTLIC_DB") or DEFAULT_DB)
+        if not db.name:
+            # "." or "": no file to open, and no name to put the key file beside.
+            raise UsageError(f"--db must name a database file, not {str(db)!r}")
         user = args.user or environ.get("SMARTLIC_USER")
         if command.acting_user and not user:
             raise UsageError("who is acting? pass --as EMAIL or set SMARTLIC_USER")
