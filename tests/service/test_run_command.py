@@ -122,3 +122,35 @@ def test_the_service_process_collects_garbage_less_often_and_never_start_up_obje
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_sigterm_stops_the_service_whose_log_reader_is_gone(
+    collector_site: Site, mosquitto: MosquittoBroker
+) -> None:
+    """``run ... | head -1``: once the pipe's reader has gone, every log line fails to be
+    written (EPIPE), and the service hung at SIGTERM, the stop's own log line failing."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smartlic.collector",
+            "run",
+            "--db",
+            str(collector_site.db),
+            "--broker",
+            mosquitto.url,
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    while "collector.connected" not in process.stderr.readline():
+        pass
+    process.stderr.close()
+
+    process.send_signal(signal.SIGTERM)
+
+    assert 0 == process.wait(timeout=20)
