@@ -22,9 +22,18 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "collector.md"
 def test_the_example_file_in_deploy_loads() -> None:
     config = load_config(DEPLOY / "collector.toml", env={})
 
-    assert "collector-1" == config.client_id
-    assert "broker.example.net" == config.broker_address().host
-    assert config.broker_address().tls is not None
+    assert ("collector-1", "collector-1") == (config.client_id, config.broker_address().username)
+
+
+def test_the_example_file_points_at_the_collectors_listener_of_the_example_broker() -> None:
+    """Not the devices' on 8883, which wants a device certificate: a collector pointed there
+    never connected."""
+    port = load_config(DEPLOY / "collector.toml", env={}).broker_address().port
+    broker = (DEPLOY / "mosquitto.conf").read_text()
+    listener = broker.split(f"listener {port} ", 1)[1].split("listener ", 1)[0]
+
+    assert "password_file" in listener
+    assert "require_certificate" not in listener
 
 
 def test_every_setting_is_in_the_example_file_and_the_docs() -> None:
