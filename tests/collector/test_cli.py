@@ -301,12 +301,21 @@ def test_a_read_only_command_does_not_wait_for_another_process_writer(
     assert took < 2.0
 
 
-@pytest.mark.parametrize("db", ["no-folder/sub/c.db", "a-folder"])
+@pytest.mark.parametrize(
+    ("db", "error"),
+    [
+        (
+            "no-folder/sub/c.db",
+            "cannot create no-folder/sub/c.db: there is no folder no-folder/sub",
+        ),
+        ("a-folder", "a-folder: unable to open database file"),
+    ],
+)
 def test_a_database_that_cannot_be_opened_is_one_line_without_a_traceback(
-    tmp_path: Path, db: str
+    tmp_path: Path, db: str, error: str
 ) -> None:
     """A missing folder, or a folder given as the database: aiosqlite's thread, left to
-    answer after the event loop closed, printed two tracebacks."""
+    answer after the event loop closed, printed two tracebacks; a missing folder is named."""
     (tmp_path / "a-folder").mkdir()
     done = subprocess.run(
         [str(SCRIPT), "--db", db, "init", "--admin", OPS],
@@ -317,7 +326,7 @@ def test_a_database_that_cannot_be_opened_is_one_line_without_a_traceback(
         check=False,
         timeout=30,
     )
-    assert (1, [f"smartlic-collector: error: {db}: unable to open database file"]) == (
+    assert (1, [f"smartlic-collector: error: {error}"]) == (
         done.returncode,
         done.stderr.splitlines(),
     )

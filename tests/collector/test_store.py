@@ -406,6 +406,7 @@ async def test_a_database_that_cannot_be_opened_leaves_no_connection_thread_behi
         return stop(conn)
 
     monkeypatch.setattr(aiosqlite.Connection, "stop", slow_stop)
+    (tmp_path / "a-folder").mkdir()
     with pytest.raises(StoreError, match="unable to open database file"):
-        await open_store(tmp_path / "no-folder" / "c.db", create=True)
+        await open_store(tmp_path / "a-folder", create=True)
     assert [] == [t.name for t in threading.enumerate() if "_connection_worker" in t.name]

@@ -149,6 +149,9 @@ class SqliteStore(Store):
         """
         if not create and not path.exists():  # noqa: ASYNC240 -- one stat, once per process, before connecting
             raise StoreError(f"no collector database at {path}")
+        if create and not path.parent.is_dir():
+            # SQLite would only say "unable to open database file".
+            raise StoreError(f"cannot create {path}: there is no folder {path.parent}")
         conn = await _connect(path)
         store = cls(conn, path, busy_timeout=busy_timeout)
         try:
