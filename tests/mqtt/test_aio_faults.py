@@ -9,11 +9,12 @@ import socket
 from typing import TYPE_CHECKING
 
 import pytest
+from scripted_broker import ACCEPT, Peer, ScriptedBroker, serving
 from smartlic.mqtt import packets
 from smartlic.mqtt.aio import AsyncMqttClient, MqttError, MqttMessage
 from smartlic.mqtt.base import MqttClient
 from smartlic.mqtt.native import NativeMqttClient
-from smartlic.mqtt.packets import Packet, PacketReader, PacketType
+from smartlic.mqtt.packets import Packet, PacketType
 from smartlic.mqtt.url import BrokerAddress, parse_broker_url
 
 if TYPE_CHECKING:
@@ -23,8 +24,6 @@ pytestmark = pytest.mark.timeout(30)
 
 Impl = type[MqttClient]
 
-ACCEPT = b"\x20\x03\x00\x00\x00"
-"""A v5 CONNACK: no session, success, no properties."""
 ACCEPT_RECEIVE_MAXIMUM_2 = b"\x20\x06\x00\x00\x03\x21\x00\x02"
 """A v5 CONNACK whose properties say Receive Maximum 2 (property 0x21, MQTT 5 §3.2.2.3.3)."""
 PUBLISH_QOS0 = b"\x30\x06\x00\x01t\x00hi"
@@ -36,85 +35,20 @@ def impl(request: pytest.FixtureRequest) -> Impl:
     return AsyncMqttClient if request.param == "paho" else NativeMqttClient
 
 
-class Peer:
-    """One client connection to the scripted broker: its packets as they come."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self._packets = PacketReader()
-        self.received: list[Packet] = []
-
-    async def read_for(self, seconds: float) -> list[Packet]:
-        """Whatever the client sends within ``seconds``."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                while data := await self.reader.read(65536):
-                    self.received += self._packets.feed(data)
-        return self.received
-
-    async def first(self) -> Packet:
-        async with asyncio.timeout(5):
-            while not self.received:
-                data = await self.reader.read(65536)
-                if not data:
-                    raise ConnectionError("the client closed the connection")
-                self.received += self._packets.feed(data)
-        return self.received.pop(0)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-
-class ScriptedBroker:
-    def __init__(self) -> None:
-        self.peers: asyncio.Queue[Peer] = asyncio.Queue()
-        self.every: list[Peer] = []
-        self.server: asyncio.Server | None = None
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = Peer(reader, writer)
-        self.every.append(peer)
-        await self.peers.put(peer)
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def accept(self, connack: bytes = ACCEPT) -> tuple[Peer, Packet]:
-        """The next connection and its CONNECT, answered with ``connack``."""
-        async with asyncio.timeout(5):
-            peer = await self.peers.get()
-        connect = await peer.first()
-        assert PacketType.CONNECT is connect.type
-        await peer.send(connack)
-        return peer, connect
-
-
 @pytest.fixture
 async def broker() -> AsyncIterator[ScriptedBroker]:
-    scripted = ScriptedBroker()
-    scripted.server = await asyncio.start_server(scripted._accept, "127.0.0.1", 0)
-    try:
+    async with serving() as scripted:
         yield scripted
-    finally:
-        scripted.server.close()
-        for peer in scripted.every:
-            peer.writer.close()
-            with contextlib.suppress(ConnectionError):
-                await peer.writer.wait_closed()
-        await scripted.server.wait_closed()
 
 
 async def _connected(
     broker: ScriptedBroker, client: MqttClient, connack: bytes = ACCEPT
 ) -> tuple[Peer, Packet]:
     connecting = asyncio.create_task(client.connect(timeout=5))
-    accepted = await broker.accept(connack)
+    peer = await broker.accept(connack)
     await connecting
-    return accepted
+    assert peer.connect is not None
+    return peer, peer.connect
 
 
 def _publishes(received: list[Packet]) -> list[Packet]:
@@ -131,7 +65,7 @@ def _credentials(connect: Packet) -> tuple[int, bytes]:
 async def test_the_native_client_sends_a_password_alone_in_mqtt_5(broker: ScriptedBroker) -> None:
     """MQTT 5 §3.1.2.9: the password flag (0x40) without the user name flag (0x80), and the
     password itself; it once connected anonymously instead."""
-    address = parse_broker_url(f"mqtt://:s3cret@127.0.0.1:{broker.port}")
+    address = parse_broker_url(f"mqtt://:s3cret@127.0.0.1:{broker.address.port}")
     client = NativeMqttClient(client_id="c", broker=address, on_message=lambda _m: None)
 
     _, connect = await _connected(broker, client)
@@ -145,7 +79,7 @@ async def test_an_empty_password_is_sent_as_an_empty_password(
     broker: ScriptedBroker, impl: Impl, protocol: str
 ) -> None:
     """``dev:@host``: both flags, and a zero-length password after the user name."""
-    address = parse_broker_url(f"mqtt://dev:@127.0.0.1:{broker.port}")
+    address = parse_broker_url(f"mqtt://dev:@127.0.0.1:{broker.address.port}")
     client = impl(
         client_id="c",
         broker=address,
@@ -178,7 +112,7 @@ async def test_no_more_unacknowledged_publishes_than_the_brokers_receive_maximum
     messages go; paho once sent all ten, and a broker may disconnect for that (0x93)."""
     client = impl(
         client_id="c",
-        broker=parse_broker_url(f"127.0.0.1:{broker.port}"),
+        broker=parse_broker_url(f"127.0.0.1:{broker.address.port}"),
         on_message=lambda _m: None,
     )
     peer, _ = await _connected(broker, client, ACCEPT_RECEIVE_MAXIMUM_2)
@@ -195,7 +129,7 @@ async def test_a_puback_lets_the_next_message_go_within_the_receive_maximum(
 ) -> None:
     client = impl(
         client_id="c",
-        broker=parse_broker_url(f"127.0.0.1:{broker.port}"),
+        broker=parse_broker_url(f"127.0.0.1:{broker.address.port}"),
         on_message=lambda _m: None,
     )
     peer, _ = await _connected(broker, client, ACCEPT_RECEIVE_MAXIMUM_2)
@@ -216,7 +150,7 @@ async def test_the_next_connection_starts_again_from_our_own_inflight_limit(
     many as max_pending (here 5) allows."""
     client = AsyncMqttClient(
         client_id="c",
-        broker=parse_broker_url(f"127.0.0.1:{broker.port}"),
+        broker=parse_broker_url(f"127.0.0.1:{broker.address.port}"),
         on_message=lambda _m: None,
         max_pending=5,
         resend_on_reconnect=False,
