@@ -63,6 +63,7 @@ class Device:
         "_running",
         "_seq_jumps",
         "_settings",
+        "_skew_refusals",
         "_smart_account",
         "_state",
         "_tags",
@@ -106,6 +107,9 @@ class Device:
         jump = s.seq_jump if self.recovered_unclean else 0
         self._next_seq = snapshot.next_seq + jump
         self._seq_jumps = snapshot.seq_jumps
+        # Consecutive CLOCK_SKEW refusals of the latest report, for their backoff. Not saved:
+        # a restart only begins the backoff again from its first step.
+        self._skew_refusals = 0
         self._last_notice_seq = snapshot.last_notice_seq
         self._last_nonce = snapshot.last_nonce
         self._collector_key: VerifyingKey | None = None

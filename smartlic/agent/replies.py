@@ -37,10 +37,7 @@ from smartlic.protocol import (
 if TYPE_CHECKING:
     from smartlic.agent.actions import Action
     from smartlic.agent.notices import Accepted
-    from smartlic.agent.retry import Entropy
-    from smartlic.agent.settings import CoreSettings
-    from smartlic.agent.snapshot import Snapshot
-    from smartlic.protocol import CollectorMessage, SigningKey, VerifyingKey
+    from smartlic.protocol import CollectorMessage, VerifyingKey
 
 DEREGISTERING: Final = frozenset({ErrorCode.NOT_REGISTERED, ErrorCode.UNKNOWN_DEVICE})
 """Refusals that mean the collector no longer has this device registered."""
@@ -48,20 +45,7 @@ _MAX_JUMP_DOUBLINGS: Final = 20
 
 
 class Replies(Device):
-    __slots__ = ("_skew_refusals",)
-
-    def __init__(
-        self,
-        snapshot: Snapshot,
-        *,
-        key: SigningKey,
-        entropy: Entropy,
-        settings: CoreSettings | None = None,
-    ) -> None:
-        super().__init__(snapshot, key=key, entropy=entropy, settings=settings)
-        # Consecutive CLOCK_SKEW refusals of our latest report, for their backoff. Not saved:
-        # a restart only begins the backoff again from its first step.
-        self._skew_refusals = 0
+    __slots__ = ()
 
     def _accept(self, verdict: Accepted, now: float, out: list[Action]) -> None:
         message, relevance = verdict.message, verdict.relevance
