@@ -36,6 +36,27 @@ def _run(*args: str, db: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
+def _service(site: Site, broker: MosquittoBroker) -> subprocess.Popen[str]:
+    """``smartlic-collector run`` as a process, its JSON logs on a pipe."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smartlic.collector",
+            "run",
+            "--db",
+            str(site.db),
+            "--broker",
+            broker.url,
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_a_bad_broker_url_is_bad_usage_in_one_line(collector_site: Site) -> None:
     result = _run("--broker", "ftp://example.net", db=collector_site.db)
 
@@ -75,23 +96,7 @@ def test_sigterm_stops_the_service_cleanly(
     collector_site: Site, mosquitto: MosquittoBroker
 ) -> None:
     """Stop intake, finish what was received, disconnect, exit 0 — with JSON logs saying so."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "smartlic.collector",
-            "run",
-            "--db",
-            str(collector_site.db),
-            "--broker",
-            mosquitto.url,
-            "--log-format",
-            "json",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _service(collector_site, mosquitto)
     deadline = time.monotonic() + 20
     seen = []
     assert process.stderr is not None
@@ -129,23 +134,7 @@ def test_sigterm_stops_the_service_whose_log_reader_is_gone(
 ) -> None:
     """``run ... | head -1``: once the pipe's reader has gone, every log line fails to be
     written (EPIPE), and the service hung at SIGTERM, the stop's own log line failing."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "smartlic.collector",
-            "run",
-            "--db",
-            str(collector_site.db),
-            "--broker",
-            mosquitto.url,
-            "--log-format",
-            "json",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _service(collector_site, mosquitto)
     assert process.stderr is not None
     while "collector.connected" not in process.stderr.readline():
         pass
