@@ -105,20 +105,27 @@ def test_packets_refuse_a_password_without_a_user_name_in_mqtt_3_1_1() -> None:
         )
 
 
-async def test_no_more_unacknowledged_publishes_than_the_brokers_receive_maximum(
+async def _ten_published_to_a_receive_maximum_of_2(
     broker: ScriptedBroker, impl: Impl
-) -> None:
-    """MQTT 5 §4.9: with Receive Maximum 2 in the CONNACK and no PUBACK, two of ten QoS 1
-    messages go; paho once sent all ten, and a broker may disconnect for that (0x93)."""
+) -> tuple[MqttClient, Peer]:
+    """A client connected with Receive Maximum 2 in its CONNACK, ten QoS 1 messages queued."""
     client = impl(
         client_id="c",
         broker=parse_broker_url(f"127.0.0.1:{broker.address.port}"),
         on_message=lambda _m: None,
     )
     peer, _ = await _connected(broker, client, ACCEPT_RECEIVE_MAXIMUM_2)
-
     for n in range(10):
         client.publish_nowait("t", b"%d" % n)
+    return client, peer
+
+
+async def test_no_more_unacknowledged_publishes_than_the_brokers_receive_maximum(
+    broker: ScriptedBroker, impl: Impl
+) -> None:
+    """MQTT 5 §4.9: with Receive Maximum 2 in the CONNACK and no PUBACK, two of ten QoS 1
+    messages go; paho once sent all ten, and a broker may disconnect for that (0x93)."""
+    client, peer = await _ten_published_to_a_receive_maximum_of_2(broker, impl)
 
     assert 2 == len(_publishes(await peer.read_for(0.5)))
     await client.disconnect(timeout=0.5)
@@ -127,14 +134,7 @@ async def test_no_more_unacknowledged_publishes_than_the_brokers_receive_maximum
 async def test_a_puback_lets_the_next_message_go_within_the_receive_maximum(
     broker: ScriptedBroker, impl: Impl
 ) -> None:
-    client = impl(
-        client_id="c",
-        broker=parse_broker_url(f"127.0.0.1:{broker.address.port}"),
-        on_message=lambda _m: None,
-    )
-    peer, _ = await _connected(broker, client, ACCEPT_RECEIVE_MAXIMUM_2)
-    for n in range(10):
-        client.publish_nowait("t", b"%d" % n)
+    client, peer = await _ten_published_to_a_receive_maximum_of_2(broker, impl)
     first = _publishes(await peer.read_for(0.3))[0]
 
     await peer.send(packets.puback(packets.read_publish(first, v5=True).packet_id))
