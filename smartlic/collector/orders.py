@@ -9,6 +9,7 @@ a customer never receives licenses that were already ticking away in someone els
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -404,11 +405,45 @@ async def list_orders(tx: Transaction, actor: Actor, account_name: str) -> list[
         actor, Permission.ORDER_READ, account.scope, [(v.id, v.name) for v in vas]
     )
     everything = actor.may(Permission.ORDER_READ, account.scope)
-    return await _load_orders(
-        tx,
-        [
-            row
-            for row in rows
-            if everything or (row["va_id"] is not None and int(row["va_id"]) in visible)
-        ],
+    landed = await _lines_landed(tx, account, rows)
+    shown = [
+        row
+        for row in rows
+        if everything
+        or (row["va_id"] is not None and int(row["va_id"]) in visible)
+        or any(va_id in visible for _, va_id in landed.get(int(row["id"]), ()))
+    ]
+    return [
+        _as_seen_by(account, row, order, landed.get(int(row["id"]), set()))
+        for row, order in zip(shown, await _load_orders(tx, shown), strict=True)
+    ]
+
+
+async def _lines_landed(
+    tx: Transaction, account: Account, rows: Sequence[Row]
+) -> dict[int, set[tuple[int, int]]]:
+    """By order, the (line number, VA) of each of its lots in ``account``."""
+    landed: dict[int, set[tuple[int, int]]] = {}
+    for lot in await tx.fetch_in(
+        "SELECT ol.order_id, ol.line_no, l.va_id FROM order_lines ol"
+        " JOIN licenses l ON l.order_line_id = ol.id"
+        " WHERE l.account_id = ? AND l.quantity > 0 AND ol.order_id IN ({in})",
+        [int(row["id"]) for row in rows],
+        (account.id,),
+    ):
+        landed.setdefault(int(lot["order_id"]), set()).add((int(lot["line_no"]), int(lot["va_id"])))
+    return landed
+
+
+def _as_seen_by(account: Account, row: Row, order: Order, landed: set[tuple[int, int]]) -> Order:
+    """``order`` as a customer that received some of its lines sees it: those lines, and the
+    holding account it came from rather than another customer that holds the rest."""
+    if int(row["origin_account_id"]) == account.id:
+        return order
+    mine = {line_no for line_no, _ in landed}
+    return dataclasses.replace(
+        order,
+        holder=order.holder if int(row["account_id"]) == account.id else order.origin,
+        lines=tuple(line for n, line in enumerate(order.lines, start=1) if n in mine),
+        delivered_lines=tuple(n for n in order.delivered_lines if n in mine),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from smartlic.collector import site as site_ops
 from smartlic.collector.compliance import usage
 from smartlic.collector.errors import InvalidRequest, Refused
 from smartlic.collector.licenses import License, choose_lots, provenance, transfer_licenses
@@ -16,6 +17,8 @@ from smartlic.collector.orders import (
     list_orders,
     transfer_order,
 )
+from smartlic.collector.rbac import Role
+from smartlic.collector.users import add_user
 
 from .collector_support import ALICE, DAY, NOW, PAT, Site
 
@@ -374,3 +377,45 @@ async def test_the_customer_of_one_line_lists_the_order(site: Site) -> None:
     listed = await site.run(list_orders, account_name="ACME")
 
     assert [("PO-1", (2,))] == [(o.number, o.delivered_lines) for o in listed]
+
+
+async def test_a_va_reader_of_the_va_a_line_landed_in_lists_the_order(site: Site) -> None:
+    await site.run(
+        add_user,
+        account_name="ACME",
+        email="vera@acme.example",
+        role=Role.VA_USER,
+        va_name="Engineering",
+        now=NOW,
+    )
+    await _two_lines_in_partnerco(site)
+    await _deliver(site, 2, va="Engineering")
+
+    listed = await site.run(list_orders, as_="vera@acme.example", account_name="ACME")
+
+    assert ["PO-1"] == [o.number for o in listed]
+
+
+async def test_a_customer_of_some_lines_sees_its_lines_and_no_other_customer(
+    site: Site,
+) -> None:
+    """The order went on to another customer with its last line: ACME was shown it held
+    there, with that customer's lines."""
+    await site.run(
+        site_ops.create_smart_account, name="Globex", admin_email="hank@globex.example", now=NOW
+    )
+    await _two_lines_in_partnerco(site)
+    await _deliver(site, 2)
+    await site.run(
+        transfer_order,
+        as_=PAT,
+        number="PO-1",
+        to_account="Globex",
+        va_name=None,
+        now=NOW,
+        lines=(1,),
+    )
+
+    (seen,) = await site.run(list_orders, account_name="ACME")
+
+    assert ("PartnerCo", (OrderLine(tag=DNA, quantity=5),)) == (seen.holder, seen.lines)
