@@ -369,11 +369,22 @@ class AsyncMqttClient(MqttClient):
         receive_maximum = getattr(properties, "ReceiveMaximum", None)
         if isinstance(receive_maximum, int) and receive_maximum > 0:
             limit = min(limit, receive_maximum)
+        client = self._client
         # paho's setter refuses an open connection, for fear of a switch between 0 (no limit)
-        # and a limit: both values here are limits. What paho re-sends right after this
-        # callback was chosen when the connection began, by the limit then in force: the
-        # previous connection's, the same broker's most often.
-        self._client._max_inflight_messages = limit  # noqa: SLF001 -- the setter refuses now
+        # and a limit: both values here are limits.
+        client._max_inflight_messages = limit  # noqa: SLF001 -- the setter refuses now
+        # What paho re-sends right after this callback is every message its reconnection
+        # reset marked for publishing, and paho 2.2's reset marks them all (it never counts
+        # them against the limit): those beyond it wait in paho's queue instead, for the
+        # PUBACKs, as paho's own publish() would leave them. paho's re-send stops at the first
+        # queued message, so the ones marked go first, in their order.
+        with client._out_message_mutex:  # noqa: SLF001 -- paho's lock on its outgoing messages
+            marked = 0
+            for message in client._out_messages.values():  # noqa: SLF001 -- as above
+                if message.qos == 1 and message.state == paho.mqtt_ms_publish:
+                    marked += 1
+                    if marked > limit:
+                        message.state = paho.mqtt_ms_queued
 
     def _drop_unacknowledged(self) -> None:
         # paho re-sends its queue right after the CONNACK callback returns (see module doc)

@@ -239,3 +239,32 @@ async def test_a_connect_that_timed_out_stays_disconnected_when_paho_connects_la
         client.generation,
         inbox,
     )
+
+
+async def test_what_is_sent_again_after_a_reconnection_keeps_to_the_receive_maximum(
+    broker: ScriptedBroker, impl: Impl
+) -> None:
+    """paho's reconnection reset marks every unacknowledged message for sending again, past
+    the broker's Receive Maximum: six went where two may."""
+    client = impl(
+        client_id="c",
+        broker=broker.address,
+        on_message=lambda _m: None,
+        clean_start=False,
+        session_expiry=300,
+    )
+    first, _ = await _connected(broker, client, ACCEPT_RECEIVE_MAXIMUM_2)
+    for n in range(6):
+        client.publish_nowait("t", b"%d" % n)
+    await first.read_for(0.3)
+    first.writer.close()
+    async with asyncio.timeout(5):
+        await client.wait_lost()
+
+    second, _ = await _connected(broker, client, ACCEPT_RECEIVE_MAXIMUM_2)
+    resent = _publishes(await second.read_for(0.5))
+    for packet in resent:
+        await second.send(packets.puback(packets.read_publish(packet, v5=True).packet_id))
+
+    assert (2, 4) == (len(resent), len(_publishes(await second.read_for(0.5))))
+    await client.disconnect(timeout=0.5)
