@@ -183,7 +183,7 @@ class Run:
         """The model's verdict on each message of a batch, in order; for each accepted or
         duplicate report, the key of its answer."""
         start = [m.stored_key for m in self.models]
-        registering: dict[int, bytes] = {}
+        registering: dict[int, list[bytes]] = {}
         keys: list[tuple[int, int, int] | None] = []
         for n, sent in batch:
             model, key = self.models[n], None
@@ -193,18 +193,20 @@ class Run:
                 opened = open_message(sent.payload)
                 message = opened.message
                 if isinstance(message, RegistrationRequest):
-                    registering[n] = message.public_key
+                    registering.setdefault(n, []).append(message.public_key)
                     code = (
                         ErrorCode.PROOF_OF_POSSESSION
                         if sent.signer != message.public_key
                         else model.register(message, self.uses)
                     )
                 else:
-                    checked_with = registering.get(n, start[n])
+                    # Checked with any key the device may hold by then: those the batch's
+                    # registrations of it offered, or the one it had (they may be refused).
+                    signers = [*registering.get(n, []), *([start[n]] if start[n] else [])]
                     report = message if isinstance(message, UsageReport) else None
-                    if checked_with is None:
+                    if not signers:
                         code = ErrorCode.UNKNOWN_DEVICE
-                    elif sent.signer != checked_with:
+                    elif sent.signer not in signers:
                         code = ErrorCode.BAD_SIGNATURE
                     elif model.stored_key is None:
                         code = ErrorCode.UNKNOWN_DEVICE if report else ErrorCode.NOT_REGISTERED

@@ -148,3 +148,22 @@ async def test_a_full_key_cache_forgets_no_key_of_the_batch_it_loads_for(
     assert [None, None] == refusals(prepared)
     assert [] == await collector_site.dead_letters()
     assert 5 == await collector_site.in_use()
+
+
+async def test_a_report_signed_with_the_key_a_refused_registration_left_is_accepted(
+    collector_site: Site,
+) -> None:
+    """One by one, the registration of a new key is refused and the report, signed with the
+    key still registered, accepted; in one batch the report was checked with the new key
+    alone, and refused as badly signed."""
+    await collector_site.deposit("PO-1", quantity=10)
+    token = await collector_site.token()
+    (device,) = await devices(collector_site, "K9")
+    old_key, device.key = device.key, new_key()
+    register = uplink(device, device.registration(token))
+    device.key = old_key
+    async with collector(collector_site) as ingest:
+        prepared = await decide(ingest, [register, report(device, {TAG: 2})])
+
+    assert [ErrorCode.ALREADY_REGISTERED, None] == refusals(prepared)
+    assert 2 == await collector_site.in_use()

@@ -12,7 +12,7 @@ that second look, a read for the whole batch's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from smartlic.collector.devices import find_devices
@@ -42,6 +42,10 @@ class _Check:
     key: VerifyingKey
     remembered: bool
     """The key came from memory, not from the store in this batch or from a registration."""
+    alternatives: list[VerifyingKey] = field(default_factory=list)
+    """The other keys the device may hold when deciding reaches this message, the likeliest
+    first: those of the batch's earlier registrations of it, then the key it had before them
+    (any of those registrations may be refused)."""
 
 
 class Verifier:
@@ -70,6 +74,7 @@ class Verifier:
         checks = self._checks(items, loaded)
         problems = await self.crypto.verify([(c.opened, c.key) for c in checks])
         problems = await self._second_look(checks, problems)
+        problems = await self._other_keys(checks, problems)
         for check, problem in zip(checks, problems, strict=True):
             if problem is None:
                 check.item.verified_key = check.key
@@ -96,18 +101,22 @@ class Verifier:
     def _checks(self, items: Sequence[Parsed], loaded: Collection[str]) -> list[_Check]:
         checks: list[_Check] = []
         # A key registered earlier in the batch is the device's key from there on, if the
-        # registration goes through (deciding checks that it did).
-        registering: dict[str, VerifyingKey] = {}
+        # registration goes through (deciding checks which key the device holds by then).
+        registering: dict[str, list[VerifyingKey]] = {}
         for item in items:
             if item.opened is None or item.device_id is None:
                 continue
             message = item.opened.message
             device_id = item.device_id
+            alternatives: list[VerifyingKey] = []
             if isinstance(message, RegistrationRequest):
                 key, remembered = message.verifying_key, False
-                registering[device_id] = key
+                registering.setdefault(device_id, []).append(key)
             elif device_id in registering:
-                key, remembered = registering[device_id], False
+                *earlier, key = registering[device_id]
+                remembered = False
+                before = self._keys.get(device_id)
+                alternatives = [*reversed(earlier), *([before] if before is not None else [])]
             elif device_id in self._keys:
                 key, remembered = self._keys[device_id], device_id not in loaded
             else:
@@ -122,9 +131,26 @@ class Verifier:
                     opened=item.opened,
                     key=key,
                     remembered=remembered,
+                    alternatives=alternatives,
                 )
             )
         return checks
+
+    async def _other_keys(
+        self, checks: Sequence[_Check], problems: Sequence[str | None]
+    ) -> list[str | None]:
+        """Check again, with the next key the device may hold by then, what failed with the
+        key of a registration earlier in the batch: that registration may be refused, and
+        the report be signed, rightly, with the key the device keeps. Deciding refuses what
+        was checked with a key the device does not hold at that point."""
+        outcome = list(problems)
+        while again := [n for n, c in enumerate(checks) if outcome[n] and c.alternatives]:
+            for n in again:
+                checks[n].key = checks[n].alternatives.pop(0)
+            verdicts = await self.crypto.verify([(checks[n].opened, checks[n].key) for n in again])
+            for n, problem in zip(again, verdicts, strict=True):
+                outcome[n] = problem
+        return outcome
 
     async def _second_look(
         self, checks: Sequence[_Check], problems: Sequence[str | None]
