@@ -29,12 +29,17 @@ class Udi:
     serial: str
 
     def __post_init__(self) -> None:
-        if type(self.product_id) is not str or not _PRODUCT_ID_RE.fullmatch(self.product_id):
+        for name, value in (("product id", self.product_id), ("serial number", self.serial)):
+            if type(value) is not str:
+                raise LocalProtocolError(
+                    ErrorCode.WRONG_TYPE, f"{name} must be text, not {type(value).__name__}"
+                )
+        if not _PRODUCT_ID_RE.fullmatch(self.product_id):
             raise LocalProtocolError(
                 ErrorCode.INVALID_VALUE,
                 f"product id {self.product_id!r} must be 1-40 of A-Z a-z 0-9 . _ / -",
             )
-        if type(self.serial) is not str or not _SERIAL_RE.fullmatch(self.serial):
+        if not _SERIAL_RE.fullmatch(self.serial):
             raise LocalProtocolError(
                 ErrorCode.INVALID_VALUE,
                 f"serial number {self.serial!r} must be 1-40 of A-Z a-z 0-9 . _ -",

@@ -38,6 +38,7 @@ from smartlic.protocol.errors import ErrorCode, LocalProtocolError, ProtocolErro
 from smartlic.protocol.identity import Udi
 from smartlic.protocol.keys import KeyType, SigningKey, VerifyingKey, format_fingerprint
 from smartlic.protocol.messages import Message, RegistrationRequest, TagCompliance
+from smartlic.protocol.tokens import TOKEN_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -83,8 +84,10 @@ def inspect_message(data: bytes, key: VerifyingKey | None = None) -> Inspection:
         payload_error = exc.message
         document["message_type"] = None
         document["payload_error"] = f"{exc.code.name}: {exc.message}"
-        document["payload_hex"] = envelope.payload.hex()
-        document["payload_cbor"] = _cbor_json(envelope.payload)
+        shown, hidden = _tokens_hidden(_cbor_json(envelope.payload))
+        # The bytes would show the token's secret that the decoded view hides.
+        document["payload_hex"] = HIDDEN_TOKEN if hidden else envelope.payload.hex()
+        document["payload_cbor"] = shown
     else:
         message = decoded
         document["message_type"] = _json(decoded.message_type)
@@ -169,6 +172,30 @@ def _cbor_json(payload: bytes) -> JsonValue:
         return None
 
 
+HIDDEN_TOKEN: Final = "<hidden: it holds a registration token>"
+
+
+def _tokens_hidden(value: JsonValue) -> tuple[JsonValue, bool]:
+    """``value`` with every text that looks like a registration token hidden, and whether
+    there was one: a payload refused for another field still carries the token's secret."""
+    if isinstance(value, str):
+        return (
+            (HIDDEN_TOKEN, True)
+            if value.strip().lower().startswith(TOKEN_PREFIX)
+            else (value, False)
+        )
+    if isinstance(value, list):
+        items = [_tokens_hidden(item) for item in value]
+        return [item for item, _ in items], any(hidden for _, hidden in items)
+    if isinstance(value, dict):
+        entries = {key: _tokens_hidden(item) for key, item in value.items()}
+        return (
+            {key: item for key, (item, _) in entries.items()},
+            any(hidden for _, hidden in entries.values()),
+        )
+    return value, False
+
+
 def _message_json(message: Message) -> dict[str, Any]:
     document: dict[str, Any] = {}
     for field in dataclasses.fields(message):
@@ -241,11 +268,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+READ_LIMIT: Final = 4 * cbor.MAX_MESSAGE_BYTES
+"""Bytes read of an input at most: a message twice over as hex, with room for line breaks.
+More is refused unread, so a huge file (or /dev/zero) costs no memory."""
+
+
 def _read(path: str) -> bytes:
     if path == "-":
-        return sys.stdin.buffer.read()
-    with open(path, "rb") as file:  # noqa: PTH123 -- the console shell; pathlib stays out of protocol/
-        return file.read()
+        data = sys.stdin.buffer.read(READ_LIMIT + 1)
+    else:
+        with open(path, "rb") as file:  # noqa: PTH123 -- the console shell; pathlib stays out of protocol/
+            data = file.read(READ_LIMIT + 1)
+    if len(data) > READ_LIMIT:
+        raise LocalProtocolError(
+            ErrorCode.OVERSIZE,
+            f"{path} is over {READ_LIMIT} bytes; a smartlic message is at most "
+            f"{cbor.MAX_MESSAGE_BYTES}",
+        )
+    return data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,7 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"{PROG}: internal error: {type(exc).__name__}: {exc}")
         return EXIT_MALFORMED
     if inspection.document is not None:
-        sys.stdout.write(json.dumps(inspection.document, indent=2, ensure_ascii=False) + "\n")
+        text = json.dumps(inspection.document, indent=2, ensure_ascii=False)
+        try:
+            sys.stdout.write(text + "\n")
+        except UnicodeEncodeError:
+            # An output that cannot take UTF-8 (PYTHONIOENCODING=ascii, a C locale) gets the
+            # same JSON with its non-ASCII text escaped, rather than a traceback.
+            sys.stdout.write(json.dumps(inspection.document, indent=2) + "\n")
     for line in inspection.lines:
         _say(line)
     return inspection.exit_code

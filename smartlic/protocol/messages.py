@@ -89,7 +89,8 @@ class RegistrationRequest:
     udi: Udi
     algorithm: Algorithm
     public_key: bytes
-    token: str
+    token: str = field(repr=False)
+    """Not in the repr: its secret would end up in logs and tracebacks."""
     request_id: bytes
     issued_at: int
     message_type: MessageType = field(default=MessageType.REGISTRATION_REQUEST, init=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -19,11 +20,16 @@ from protocol_strategies import (
     sample_messages,
     three_tag_report,
 )
-from smartlic.protocol import RegistrationRequest, seal
+from smartlic.protocol import RegistrationRequest, RegistrationResult, cbor, seal
+from smartlic.protocol.codec import to_wire
+from smartlic.protocol.cose import prepare_sign1
+from smartlic.protocol.envelope import device_aad
 from smartlic.protocol.inspect import (
     EXIT_BAD_SIGNATURE,
     EXIT_MALFORMED,
     EXIT_OK,
+    HIDDEN_TOKEN,
+    READ_LIMIT,
     inspect_message,
     main,
 )
@@ -296,3 +302,59 @@ def test_console_entry_point_never_prints_a_traceback(tmp_path: Path) -> None:
     assert b"" == result.stdout
     assert 1 == len(result.stderr.splitlines())
     assert b"Traceback" not in result.stderr
+
+
+def _refused_registration(tmp_path: Path) -> tuple[str, str]:
+    """A signed registration request whose payload is refused (its issue time is out of
+    range), and the token it carries."""
+    request = next(m for m in sample_messages() if isinstance(m, RegistrationRequest))
+    wire = to_wire(request)
+    wire[7] = 2**41
+    aad = device_aad(request.device_id)
+    to_sign = prepare_sign1(cbor.encode(wire), DEVICE_ED25519.public, external_aad=aad)
+    sealed = to_sign.finish(DEVICE_ED25519.sign(to_sign.to_be_signed))
+    return _write(tmp_path, "request.cose", sealed), request.token
+
+
+def test_a_refused_registration_payload_still_hides_its_token(run: Invoke, tmp_path: Path) -> None:
+    """The fallback view of a payload it cannot read showed the token, secret and all, in
+    ``payload_cbor`` and in ``payload_hex``: docs/protocol.md says the secret is never printed."""
+    path, token = _refused_registration(tmp_path)
+
+    result = run(path)
+
+    assert EXIT_MALFORMED == result.code
+    assert token not in result.out
+    assert token.encode().hex() not in result.out
+    assert HIDDEN_TOKEN == result.document["payload_cbor"]["5"]
+
+
+def test_an_output_that_cannot_take_utf8_gets_the_json_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PYTHONIOENCODING=ascii: a traceback and exit 1 (the code of a bad signature) once."""
+    notice = next(m for m in sample_messages() if isinstance(m, RegistrationResult))
+    message = dataclasses.replace(notice, smart_account="Société Générale")
+    path = _write(tmp_path, "result.cose", seal(message, COLLECTOR_ED25519))
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", out)
+
+    code = main([path])
+
+    out.seek(0)
+    assert (EXIT_OK, "Société Générale") == (
+        code,
+        json.loads(out.read())["payload"]["smart_account"],
+    )
+
+
+def test_an_input_far_over_a_message_is_refused_unread(run: Invoke, tmp_path: Path) -> None:
+    """A 300 MB file was read whole before its size was judged."""
+    path = _write(tmp_path, "huge", b"\0" * (READ_LIMIT + 1))
+
+    result = run(path)
+
+    assert EXIT_MALFORMED == result.code
+    assert [
+        f"smartlic-inspect: {path} is over {READ_LIMIT} bytes; a smartlic message is at most 4096"
+    ] == result.err_lines

@@ -231,6 +231,15 @@ def test_udi_refuses_characters_that_would_break_the_mapping(product_id: str, se
     assert ErrorCode.INVALID_VALUE == caught.value.code
 
 
+@pytest.mark.parametrize(("product_id", "serial"), [(1, "FOC1"), ("ISR4331", b"FOC1")])
+def test_a_udi_part_that_is_not_text_is_a_wrong_type(product_id: object, serial: object) -> None:
+    """As for every other field (docs/protocol.md, code 203); it was INVALID_VALUE."""
+    with pytest.raises(LocalProtocolError) as caught:
+        Udi(product_id=product_id, serial=serial)  # type: ignore[arg-type]  # the wrong types
+
+    assert ErrorCode.WRONG_TYPE == caught.value.code
+
+
 @pytest.mark.parametrize("text", ["ISR4331", "ISR4331:", ":FOC1"])
 def test_udi_parse_needs_product_and_serial(text: str) -> None:
     """PID:SERIAL, both non-empty."""
