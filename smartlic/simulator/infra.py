@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from smartlic.collector.service.config import RECEIPT_RETENTION_MAX_DAYS
 from smartlic.mqtt.aio import AsyncMqttClient, MqttMessage
-from smartlic.mqtt.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
+from smartlic.mqtt.broker import (
+    BrokerError,
+    MosquittoBroker,
+    find_mosquitto,
+    free_port,
+    wait_for_port,
+)
+from smartlic.mqtt.common import MqttError
 from smartlic.protocol import (
     Algorithm,
     ErrorNotice,
@@ -117,7 +124,11 @@ class OwnMosquitto:
         return self._broker.url
 
     def start(self) -> None:
-        self._broker.start()
+        try:
+            self._broker.start()
+        except BrokerError as exc:
+            # The run could not be made (exit 3), which is not a check that failed (exit 1).
+            raise InfraError(f"cannot start mosquitto: {exc}") from None
 
     def stop(self) -> None:
         self._broker.stop()
@@ -360,7 +371,10 @@ async def read_clock(
     )
     key = SigningKey.from_seed(KeyType.ED25519, secrets.token_bytes(32))
     readings: list[ClockReading] = []
-    await client.connect()
+    try:
+        await client.connect()
+    except MqttError as exc:
+        raise InfraError(f"cannot reach the broker to read the collector's clock: {exc}") from None
     try:
         for _ in range(probes):
             request_id = secrets.token_bytes(16)

@@ -167,8 +167,17 @@ class Runner:
         broker: Broker
         if options.broker is None:
             broker = own_broker(self.workdir, options.broker_kind)
-            await asyncio.to_thread(broker.start)
-            self.stack.callback(broker.kill)
+            starting = asyncio.ensure_future(asyncio.to_thread(broker.start))
+
+            async def kill_broker() -> None:
+                # A run stopped while the broker starts cannot stop its thread: wait for the
+                # start to end, then kill what it started, or the broker outlives the run.
+                with contextlib.suppress(Exception):
+                    await starting
+                broker.kill()
+
+            self.stack.push_async_callback(kill_broker)
+            await asyncio.shield(starting)
         else:
             broker = ExternalBroker(options.broker)
         protocol: ProtocolName = broker.protocol or (
@@ -201,8 +210,9 @@ class Runner:
                 client_id=f"smartlic-sim-collector-{self.run_id}",
                 log_path=self.workdir / "collector.log",
             )
-            await self.collector.start()
+            # Before the start: a run stopped while the collector starts must stop it too.
             stack.push_async_callback(self.collector.stop)
+            await self.collector.start()
         if options.verbose:
             store = f"; collector database {db}" if db is not None else ""
             options.stream.write(f"broker: {broker.kind} at {broker.url}, MQTT {protocol}{store}\n")
