@@ -10,9 +10,11 @@ whose hook never ran is logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import time
 from collections import deque
@@ -55,8 +57,7 @@ class HookRunner:
             status = running.poll()
             if status is None and time.monotonic() - self._started > self.timeout:
                 log.warning("hook %s overran %g s: killed", self.argv[0], self.timeout)
-                running.kill()
-                status = running.wait()
+                status = _kill(running)
             if status is None:
                 return
             if status:
@@ -78,6 +79,9 @@ class HookRunner:
                 [*self.argv, change.state.value, change.previous.value],
                 stdin=subprocess.DEVNULL,
                 env=env,
+                # Its own process group, so that killing an overdue hook kills what it
+                # started too (a shell script's sleep, a curl).
+                start_new_session=True,
             )
         except OSError as exc:
             log.error("cannot run hook %s: %s", self.argv[0], exc.strerror or exc)  # noqa: TRY400 -- a one-line message, no traceback
@@ -99,8 +103,7 @@ class HookRunner:
         if running is not None and status is None:
             name = self.argv[0]
             log.warning("hook %s still running at shutdown after %g s: killed", name, timeout)
-            running.kill()
-            running.wait()
+            _kill(running)
         elif status:
             # It ended between the last pump and now: said as pump would have said it.
             log.warning("hook %s exited with status %s", self.argv[0], status)
@@ -112,3 +115,11 @@ class HookRunner:
                 change.state.value,
                 change.previous.value,
             )
+
+
+def _kill(hook: subprocess.Popen[bytes]) -> int:
+    """Kill ``hook`` and every process of its group; its exit status."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(hook.pid, signal.SIGKILL)
+    hook.kill()
+    return hook.wait()

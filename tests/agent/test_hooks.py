@@ -206,3 +206,36 @@ def test_a_hook_command_that_cannot_be_split_is_a_configuration_error(
 ) -> None:
     with pytest.raises(ConfigError, match=problem):
         HookRunner(command, udi=UDI, timeout=10.0)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaps has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:  # noqa: PTH123 -- a /proc read
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("at", ["overrun", "shutdown"])
+def test_a_hook_killed_takes_what_it_started_with_it(tmp_path: Path, at: str) -> None:
+    """Only the hook itself was killed: a shell script's ``sleep`` (a curl, a child of any
+    kind) went on running behind the agent."""
+    child = tmp_path / "child.pid"
+    script = tmp_path / "hook.sh"
+    script.write_text(f"#!/bin/sh\nsleep 1234 &\necho $! > {child}\nwait\n", encoding="utf-8")
+    script.chmod(0o755)
+    runner = HookRunner(str(script), udi=UDI, timeout=0.3 if at == "overrun" else 60.0)
+    runner.state_changed(_change(LicenseState.REGISTERED, LicenseState.AUTHORIZED))
+    deadline = time.monotonic() + 5
+    while not child.exists() or not child.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    pid = int(child.read_text())
+
+    if at == "overrun":
+        time.sleep(0.4)
+        runner.pump()
+    runner.finish(timeout=0.1)
+
+    assert not _alive(pid)
