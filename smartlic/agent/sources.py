@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import selectors
 import shlex
+import signal
 import subprocess
+import time
 from typing import TYPE_CHECKING, Final
 
 from smartlic.agent.usage import UsageError, parse_usage_lines, parse_usage_toml
@@ -12,6 +17,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 COMMAND_TIMEOUT: Final = 10.0
+OUTPUT_LIMIT: Final = 64 * 1024
+"""What a usage command may print: its most tags (``MAX_TAGS`` lines of ``tag=count``) are far
+less; more is a command gone wrong, not usage."""
+_POLL_STEP: Final = 0.1
 
 
 class UsageFile:
@@ -71,24 +80,67 @@ class UsageCommand:
     def poll(self) -> dict[str, int]:
         name = self.argv[0]
         try:
-            done = subprocess.run(  # noqa: S603 -- the operator's configured command, no shell
+            process = subprocess.Popen(  # noqa: S603 -- the operator's configured command, no shell
                 self.argv,
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=self.timeout,
-                check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                # Its own process group: what it leaves running is killed with it.
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            raise UsageError(f"{name} did not finish within {self.timeout:g} s") from None
         except OSError as exc:
             raise UsageError(f"cannot run {name}: {exc.strerror or exc}") from None
-        if done.returncode != 0:
-            detail = done.stderr.decode("utf-8", "replace").strip().splitlines()[:1]
+        try:
+            out, err = _output(process, name, self.timeout)
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            status = process.wait()
+            for pipe in (process.stdout, process.stderr):
+                if pipe is not None:
+                    pipe.close()
+        if status != 0:
+            detail = err.decode("utf-8", "replace").strip().splitlines()[:1]
             raise UsageError(
-                f"{name} exited with status {done.returncode}"
-                + (f": {detail[0][:200]}" if detail else "")
+                f"{name} exited with status {status}" + (f": {detail[0][:200]}" if detail else "")
             )
         try:
-            return parse_usage_lines(done.stdout.decode("utf-8"))
+            return parse_usage_lines(out.decode("utf-8"))
         except (UsageError, UnicodeDecodeError) as exc:
             raise UsageError(f"{name}: {exc}") from None
+
+
+def _output(process: subprocess.Popen[bytes], name: str, timeout: float) -> tuple[bytes, bytes]:
+    """What ``process`` prints, until it exits: at most OUTPUT_LIMIT bytes of each stream,
+    within ``timeout`` seconds.
+
+    Not ``subprocess.run``: it keeps all the output (a ``yes`` filled 1 GB in 2 s, on the
+    daemon's only thread), and waits for the pipes to close, which a child left running in
+    the background keeps from happening long after the command itself has exited.
+    """
+    deadline = time.monotonic() + timeout
+    streams = {process.stdout: bytearray(), process.stderr: bytearray()}
+    with selectors.DefaultSelector() as selector:
+        for pipe in streams:
+            if pipe is not None:
+                selector.register(pipe, selectors.EVENT_READ)
+        while selector.get_map():
+            exited = process.poll() is not None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise UsageError(f"{name} did not finish within {timeout:g} s")
+            events = selector.select(min(left, _POLL_STEP))
+            if exited and not events:
+                break  # it has exited: whatever keeps its pipes open is left behind, killed
+            for key, _ in events:
+                chunk = os.read(key.fd, 65_536)
+                buffer = streams[key.fileobj]  # type: ignore[index]  # the pipes registered
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                buffer += chunk
+                if len(buffer) > OUTPUT_LIMIT:
+                    if key.fileobj is process.stdout:
+                        raise UsageError(f"{name} printed more than {OUTPUT_LIMIT} bytes")
+                    del buffer[OUTPUT_LIMIT:]
+    return bytes(streams[process.stdout]), bytes(streams[process.stderr])

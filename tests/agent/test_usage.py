@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from smartlic.agent.sources import UsageCommand, UsageFile
+from smartlic.agent.sources import OUTPUT_LIMIT, UsageCommand, UsageFile
 from smartlic.agent.usage import (
     UsageError,
     check_counts,
@@ -172,3 +175,31 @@ def test_failing_usage_command_is_a_usage_error_with_its_status() -> None:
 def test_missing_usage_command_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="cannot run"):
         UsageCommand("/nonexistent/usage-tool").poll()
+
+
+def test_a_usage_command_that_prints_without_end_is_refused_at_the_limit() -> None:
+    """``yes`` was read whole until the timeout: 1 GB in 2 s, on the daemon's only thread."""
+    started = time.monotonic()
+
+    with pytest.raises(UsageError, match=f"printed more than {OUTPUT_LIMIT} bytes"):
+        UsageCommand("yes network-advantage=1", timeout=10).poll()
+
+    assert time.monotonic() - started < 5
+
+
+def test_a_usage_command_that_leaves_a_child_behind_is_read_when_it_exits() -> None:
+    """The child kept the pipe open: the command was said not to finish, and the child ran
+    on. It is killed, and the command's output counts."""
+    marker = f"sleep {1000 + os.getpid() % 1000}"
+    source = UsageCommand(f"sh -c 'echo a=4; {marker} &'", timeout=5)
+
+    counts = source.poll()
+
+    assert {"a": 4} == counts
+    assert "" == _running(marker)
+
+
+def _running(command: str) -> str:
+    """The processes running ``command``, as pgrep lists them."""
+    done = subprocess.run(["pgrep", "-f", command], capture_output=True, text=True, check=False)
+    return done.stdout.strip()
