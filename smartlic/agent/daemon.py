@@ -127,6 +127,9 @@ class Daemon:
         self._until: Callable[[Action], bool] | None = None
         self._finished_by: Action | None = None
         self._last_error: str | None = None
+        self._socket_error: str | None = None
+        """The last socket error paho logged: its disconnect reason says only "Unspecified
+        error" for a TLS alert (a certificate the broker wants, or refuses) or a reset."""
         self.link = None if address is None else Link(address, self._make_client(address))
 
     # ---- paho --------------------------------------------------------------------------
@@ -148,7 +151,25 @@ class Daemon:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
+        client.on_log = self._on_log
         return client
+
+    def _on_log(self, _client: paho.Client, _userdata: object, level: int, text: str) -> None:
+        if level == paho.MQTT_LOG_ERR and self._socket_error is None:
+            self._socket_error = text  # the first says why; what follows is about the socket gone
+
+    def _socket_problem(self) -> str | None:
+        """What went wrong on the socket, with a hint where a TLS connection without a client
+        certificate was ended: the likeliest reason is a broker that wants one."""
+        error = self._socket_error
+        tls = None if self.link is None else self.link.address.tls
+        if error is None or tls is None or tls.cert_file is not None:
+            return error
+        lowered = error.lower()
+        if "ssl" in lowered or "eof occurred" in lowered or "certificate" in lowered:
+            hint = "a broker that wants a client certificate ends TLS so (--tls-cert, --tls-key)"
+            return f"{error}; {hint}"
+        return error
 
     def _connect(self, link: Link) -> None:
         kwargs: dict[str, Any] = {}
@@ -159,7 +180,7 @@ class Daemon:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
             properties.SessionExpiryInterval = SESSION_EXPIRY_NEVER
             kwargs = {"clean_start": False, "properties": properties}
-        self._refusal = None
+        self._refusal = self._socket_error = None
         try:
             rc = link.client.connect(
                 link.address.host, link.address.port, self.config.keepalive, **kwargs
@@ -170,7 +191,7 @@ class Daemon:
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 self._socket_open = True
                 return
-            reason = paho.error_string(rc)
+            reason = self._socket_problem() or paho.error_string(rc)
         self._last_error = f"cannot reach {self.broker}: {reason}"
         log.warning("%s; retrying in %.0f s", self._last_error, self._schedule_reconnect())
 
@@ -193,6 +214,7 @@ class Daemon:
         reason: ReasonCode,
         _props: Properties | None,
     ) -> None:
+        self._socket_error = None
         if reason.is_failure:
             self._refuse(f"the broker refused the connection: {reason}")
             log.error("%s", self._last_error)
@@ -266,7 +288,8 @@ class Daemon:
             self._attempt = 0
         if not self._stopping:
             if self._refusal is None:
-                self._last_error = f"connection to {self.broker} lost: {reason}"
+                why = self._socket_problem() or str(reason)
+                self._last_error = f"connection to {self.broker} lost: {why}"
                 log.warning(
                     "%s; reconnecting in %.0f s", self._last_error, self._schedule_reconnect()
                 )

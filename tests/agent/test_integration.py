@@ -20,6 +20,8 @@ from smartlic.agent.storage import FileStorage
 from smartlic.mqtt.broker import MosquittoBroker, free_port
 from smartlic.protocol import ErrorCode, Udi
 
+from pki_support import issue_certificate
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
@@ -401,3 +403,52 @@ def test_ctrl_c_while_register_waits_says_interrupted_and_exits_130(agent: Agent
     assert (130, True) == (process.returncode, snapshot.clean)
     assert err.startswith("smartlic-agent: interrupted (SIGINT). The registration request stays")
     assert "register" == json.loads(agent.cli("status", "--json").stdout)["pending"]
+
+
+def test_a_broker_that_wants_a_client_certificate_is_named_as_wanting_one(
+    tmp_path: Path,
+) -> None:
+    """The TLS alert was reported as paho's "Unspecified error", which tells nobody that the
+    device's certificate is what is missing."""
+    ca = issue_certificate(tmp_path, "ca", "test CA", None, ca=True)
+    issue_certificate(tmp_path, "broker", "127.0.0.1", ca, ip="127.0.0.1")
+    port = free_port()
+    broker = MosquittoBroker(
+        tmp_path / "broker-dir",
+        port=port,
+        listeners=f"""listener {port} 127.0.0.1
+certfile {tmp_path / "broker.crt"}
+keyfile {tmp_path / "broker.key"}
+cafile {tmp_path / "ca.crt"}
+require_certificate true
+allow_anonymous true""",
+    )
+    broker.start()
+    try:
+        waited = subprocess.run(
+            [
+                *AGENT,
+                "register",
+                "--token",
+                CollectorScript(entitled={TAG: 5}).token(),
+                "--register-timeout",
+                "3",
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--udi",
+                UDI,
+                "--broker",
+                f"mqtts://127.0.0.1:{port}",
+                "--tls-ca",
+                str(tmp_path / "ca.crt"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        broker.kill()
+
+    assert 3 == waited.returncode
+    assert "a broker that wants a client certificate" in waited.stderr.splitlines()[-1]
