@@ -134,13 +134,23 @@ def _output(process: subprocess.Popen[bytes], name: str, timeout: float) -> tupl
                 break  # it has exited: whatever keeps its pipes open is left behind, killed
             for key, _ in events:
                 chunk = os.read(key.fd, 65_536)
-                buffer = streams[key.fileobj]  # type: ignore[index]  # the pipes registered
                 if not chunk:
                     selector.unregister(key.fileobj)
-                    continue
-                buffer += chunk
-                if len(buffer) > OUTPUT_LIMIT:
-                    if key.fileobj is process.stdout:
-                        raise UsageError(f"{name} printed more than {OUTPUT_LIMIT} bytes")
-                    del buffer[OUTPUT_LIMIT:]
+                elif key.fileobj is process.stdout:
+                    _keep(streams[process.stdout], chunk, name)
+                else:
+                    # Only its first line is shown: keep no more than the limit of it.
+                    streams[process.stderr] = (streams[process.stderr] + chunk)[:OUTPUT_LIMIT]
+    # Its pipes are closed, which a command may do some time before it exits (coreutils do,
+    # just before): its own exit status is wanted, not the kill's that follows.
+    try:
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"{name} did not finish within {timeout:g} s") from None
     return bytes(streams[process.stdout]), bytes(streams[process.stderr])
+
+
+def _keep(out: bytearray, chunk: bytes, name: str) -> None:
+    out += chunk
+    if len(out) > OUTPUT_LIMIT:
+        raise UsageError(f"{name} printed more than {OUTPUT_LIMIT} bytes")

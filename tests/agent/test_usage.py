@@ -203,3 +203,11 @@ def _running(command: str) -> str:
     """The processes running ``command``, as pgrep lists them."""
     done = subprocess.run(["pgrep", "-f", command], capture_output=True, text=True, check=False)
     return done.stdout.strip()
+
+
+def test_a_usage_command_that_closes_its_output_before_it_exits_gets_its_own_status() -> None:
+    """``cat`` closes its streams just before it exits: killed at the end of its output, it
+    was said to exit with status -9 about one poll in two."""
+    source = UsageCommand("sh -c 'echo a=4; exec >&- 2>&-; sleep 0.3'", timeout=5)
+
+    assert {"a": 4} == source.poll()
