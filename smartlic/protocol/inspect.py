@@ -85,7 +85,9 @@ def inspect_message(data: bytes, key: VerifyingKey | None = None) -> Inspection:
         document["message_type"] = None
         document["payload_error"] = f"{exc.code.name}: {exc.message}"
         shown, hidden = _tokens_hidden(_cbor_json(envelope.payload))
-        # The bytes would show the token's secret that the decoded view hides.
+        # The bytes would show the token's secret that the decoded view hides, and hold it
+        # too where there is no decoded view (CBOR the strict decoder refuses).
+        hidden = hidden or TOKEN_PREFIX.encode() in envelope.payload.lower()
         document["payload_hex"] = HIDDEN_TOKEN if hidden else envelope.payload.hex()
         document["payload_cbor"] = shown
     else:
@@ -179,11 +181,12 @@ def _tokens_hidden(value: JsonValue) -> tuple[JsonValue, bool]:
     """``value`` with every text that looks like a registration token hidden, and whether
     there was one: a payload refused for another field still carries the token's secret."""
     if isinstance(value, str):
-        return (
-            (HIDDEN_TOKEN, True)
-            if value.strip().lower().startswith(TOKEN_PREFIX)
-            else (value, False)
+        # A byte string is shown as hex: a token sent as bytes is one all the same.
+        text = _text_of_hex(value)
+        hidden = value.strip().lower().startswith(TOKEN_PREFIX) or (
+            text is not None and TOKEN_PREFIX in text.lower()
         )
+        return (HIDDEN_TOKEN if hidden else value), hidden
     if isinstance(value, list):
         items = [_tokens_hidden(item) for item in value]
         return [item for item, _ in items], any(hidden for _, hidden in items)
@@ -194,6 +197,13 @@ def _tokens_hidden(value: JsonValue) -> tuple[JsonValue, bool]:
             any(hidden for _, hidden in entries.values()),
         )
     return value, False
+
+
+def _text_of_hex(value: str) -> str | None:
+    try:
+        return bytes.fromhex(value).decode("latin-1")
+    except ValueError:
+        return None
 
 
 def _message_json(message: Message) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -358,3 +359,21 @@ def test_an_input_far_over_a_message_is_refused_unread(run: Invoke, tmp_path: Pa
     assert [
         f"smartlic-inspect: {path} is over {READ_LIMIT} bytes; a smartlic message is at most 4096"
     ] == result.err_lines
+
+
+def test_a_registration_payload_the_decoder_refuses_keeps_its_token_hidden(
+    run: Invoke, tmp_path: Path
+) -> None:
+    """Keys out of order: no decoded view, and ``payload_hex`` printed the token whole."""
+    request = next(m for m in sample_messages() if isinstance(m, RegistrationRequest))
+    unordered = cbor2.dumps(dict(reversed(list(to_wire(request).items()))))
+    aad = device_aad(request.device_id)
+    to_sign = prepare_sign1(unordered, DEVICE_ED25519.public, external_aad=aad)
+    path = _write(
+        tmp_path, "request.cose", to_sign.finish(DEVICE_ED25519.sign(to_sign.to_be_signed))
+    )
+
+    result = run(path)
+
+    assert (EXIT_MALFORMED, HIDDEN_TOKEN) == (result.code, result.document["payload_hex"])
+    assert request.token.encode().hex() not in result.out
