@@ -167,3 +167,22 @@ async def test_a_report_signed_with_the_key_a_refused_registration_left_is_accep
 
     assert [ErrorCode.ALREADY_REGISTERED, None] == refusals(prepared)
     assert 2 == await collector_site.in_use()
+
+
+async def test_a_report_behind_many_refused_registrations_is_checked_with_the_key_kept(
+    collector_site: Site,
+) -> None:
+    """The key the device had is tried first, however many new keys the batch offered."""
+    await collector_site.deposit("PO-1", quantity=10)
+    token = await collector_site.token()
+    (device,) = await devices(collector_site, "K10")
+    old_key = device.key
+    registrations = []
+    for _ in range(5):
+        device.key = new_key()
+        registrations.append(uplink(device, device.registration(token)))
+    device.key = old_key
+    async with collector(collector_site) as ingest:
+        prepared = await decide(ingest, [*registrations, report(device, {TAG: 1})])
+
+    assert [*[ErrorCode.ALREADY_REGISTERED] * 5, None] == refusals(prepared)

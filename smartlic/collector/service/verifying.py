@@ -44,8 +44,8 @@ class _Check:
     """The key came from memory, not from the store in this batch or from a registration."""
     alternatives: list[VerifyingKey] = field(default_factory=list)
     """The other keys the device may hold when deciding reaches this message, the likeliest
-    first: those of the batch's earlier registrations of it, then the key it had before them
-    (any of those registrations may be refused)."""
+    first: the key it had before the batch, then those of the batch's earlier registrations of
+    it (any of those registrations may be refused)."""
 
 
 class Verifier:
@@ -116,7 +116,9 @@ class Verifier:
                 *earlier, key = registering[device_id]
                 remembered = False
                 before = self._keys.get(device_id)
-                alternatives = [*reversed(earlier), *([before] if before is not None else [])]
+                # Likeliest first: the key it had (a registered device's new keys are refused),
+                # then the first the batch registered (which later ones cannot replace).
+                alternatives = _distinct([*([before] if before is not None else []), *earlier], key)
             elif device_id in self._keys:
                 key, remembered = self._keys[device_id], device_id not in loaded
             else:
@@ -175,3 +177,19 @@ class Verifier:
             return False
         check.key = stored
         return True
+
+
+ALTERNATIVES_KEPT: Final = 3
+"""Keys a message is checked with besides its first: a device registering again and again in
+one batch (a hostile one) must not make each of its messages cost a check per registration."""
+
+
+def _distinct(keys: Sequence[VerifyingKey], first: VerifyingKey) -> list[VerifyingKey]:
+    """``keys`` without repeats nor ``first``, the first ALTERNATIVES_KEPT of them."""
+    seen = {first.raw}
+    kept: list[VerifyingKey] = []
+    for key in keys:
+        if key.raw not in seen and len(kept) < ALTERNATIVES_KEPT:
+            seen.add(key.raw)
+            kept.append(key)
+    return kept
