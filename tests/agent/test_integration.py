@@ -358,29 +358,34 @@ password_file {passwd}""",
         broker.kill()
 
 
-def test_a_register_timeout_names_the_brokers_refusal(
-    tmp_path: Path, password_broker: MosquittoBroker
-) -> None:
-    script = CollectorScript(entitled={TAG: 5})
-    waited = subprocess.run(
+def _register_for_3_s(tmp_path: Path, *broker: str) -> subprocess.CompletedProcess[str]:
+    """``smartlic-agent register`` that waits 3 s for an answer no collector gives."""
+    return subprocess.run(
         [
             *AGENT,
             "register",
             "--token",
-            script.token(),
+            CollectorScript(entitled={TAG: 5}).token(),
             "--register-timeout",
             "3",
             "--state-dir",
             str(tmp_path / "state"),
             "--udi",
             UDI,
-            "--broker",
-            f"mqtt://device:wrong@127.0.0.1:{password_broker.port}",
+            *broker,
         ],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+    )
+
+
+def test_a_register_timeout_names_the_brokers_refusal(
+    tmp_path: Path, password_broker: MosquittoBroker
+) -> None:
+    waited = _register_for_3_s(
+        tmp_path, "--broker", f"mqtt://device:wrong@127.0.0.1:{password_broker.port}"
     )
     last_line = waited.stderr.splitlines()[-1]
     assert 3 == waited.returncode
@@ -425,27 +430,12 @@ allow_anonymous true""",
     )
     broker.start()
     try:
-        waited = subprocess.run(
-            [
-                *AGENT,
-                "register",
-                "--token",
-                CollectorScript(entitled={TAG: 5}).token(),
-                "--register-timeout",
-                "3",
-                "--state-dir",
-                str(tmp_path / "state"),
-                "--udi",
-                UDI,
-                "--broker",
-                f"mqtts://127.0.0.1:{port}",
-                "--tls-ca",
-                str(tmp_path / "ca.crt"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
+        waited = _register_for_3_s(
+            tmp_path,
+            "--broker",
+            f"mqtts://127.0.0.1:{port}",
+            "--tls-ca",
+            str(tmp_path / "ca.crt"),
         )
     finally:
         broker.kill()
