@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, Final, Self, cast
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, cast
 
 import aiosqlite
 
@@ -33,7 +33,7 @@ from smartlic.collector.store.backend import (
 from smartlic.collector.store.migrations import LATEST_VERSION, MIGRATIONS
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
     from pathlib import Path
 
     from smartlic.collector.store.migrations import Migration
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 SQLITE: Final = Dialect(
     name="sqlite", id_column="INTEGER PRIMARY KEY AUTOINCREMENT", bytes_type="BLOB"
 )
+T = TypeVar("T")
 DEFAULT_BUSY_TIMEOUT: Final = 10.0
 BUSY_STEP: Final = 0.1
 """Seconds SQLite itself waits for a lock before the store tries again (see ``_begin``)."""
@@ -179,17 +180,9 @@ class SqliteStore(Store):
         """Switch to WAL mode. On a new database that takes an exclusive lock, which SQLite
         may refuse at once, without waiting, when another process opens it at the same time
         (it would deadlock): tried again until the busy timeout is over."""
-        deadline = time.monotonic() + self._busy_timeout
-        with _translated(self.path):
-            while True:
-                try:
-                    mode = await self._conn.execute_fetchall("PRAGMA journal_mode = WAL")
-                except sqlite3.Error as exc:
-                    if not _is_busy(exc) or time.monotonic() >= deadline:
-                        raise
-                    await asyncio.sleep(BUSY_STEP / 10)
-                else:
-                    break
+        mode = await self._while_busy(
+            lambda: self._conn.execute_fetchall("PRAGMA journal_mode = WAL"), pause=BUSY_STEP / 10
+        )
         if mode and next(iter(mode))["journal_mode"] != "wal":
             raise StoreError(f"{self.path}: cannot switch to WAL mode")
 
@@ -285,16 +278,21 @@ class SqliteStore(Store):
         nor an interrupt reaches it: it is given one step (BUSY_STEP) at a time, so a task
         cancelled meanwhile (the service told to stop) is free within a step.
         """
+        await self._while_busy(lambda: self._conn.execute(begin))
+
+    async def _while_busy(self, run: Callable[[], Awaitable[T]], *, pause: float = 0.0) -> T:
+        """``run()`` again while it finds the database busy, up to the busy timeout, with
+        ``pause`` seconds between tries (for a statement SQLite refuses without waiting)."""
         deadline = time.monotonic() + self._busy_timeout
         with _translated(self.path):
             while True:
                 try:
-                    await self._conn.execute(begin)
+                    return await run()
                 except sqlite3.Error as exc:
                     if not _is_busy(exc) or time.monotonic() >= deadline:
                         raise
-                else:
-                    return
+                    if pause:
+                        await asyncio.sleep(pause)
 
     async def _settle(self) -> None:
         """Wait until the connection's thread has run every statement queued so far."""
