@@ -129,7 +129,7 @@ class AgentConfig:
             )
         except BrokerUrlError as exc:
             raise ConfigError(str(exc)) from None
-        if address.password is not None and address.username is None:
+        if address.password_alone:
             # paho sends a password only with a user name (and MQTT 3.1.1 §3.1.2.9 allows no
             # other): the agent would connect anonymously, which nobody asked for.
             raise ConfigError(

@@ -81,7 +81,7 @@ class AsyncMqttClient(MqttClient):
         self._wants_socket = False
         """Whether a socket paho opens now belongs to a connection still wanted."""
         self._inflight_limit = min(self._max_pending, _PAHO_INFLIGHT)
-        if self.broker.password is not None and self.broker.username is None:
+        if self.broker.password_alone:
             # MQTT 5 §3.1.2.9 allows a password alone, but paho 2.2 sends a password only
             # with a user name: connecting would be anonymous, which nobody asked for.
             raise ValueError(

@@ -67,9 +67,7 @@ class MqttClient(abc.ABC):
     ) -> None:
         if not 1 <= receive_maximum <= _RECEIVE_MAXIMUM_LIMIT:
             raise ValueError(f"receive_maximum must be 1..65535, not {receive_maximum}")
-        if protocol != "5" and broker.password is not None and broker.username is None:
-            # MQTT 3.1.1 §3.1.2.9: the password flag needs the user name flag. Connecting
-            # without the password instead would be anonymous, which the caller did not ask for.
+        if broker.credentials_refused(v5=protocol == "5"):
             raise ValueError(
                 f"{broker}: MQTT 3.1.1 cannot send a password without a user name (§3.1.2.9)"
             )

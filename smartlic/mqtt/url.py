@@ -48,6 +48,17 @@ class BrokerAddress:
     password: str | None = None
     tls: TlsSettings | None = None
 
+    @property
+    def password_alone(self) -> bool:
+        """A password without a user name: MQTT 5 can send it, MQTT 3.1.1 and paho cannot."""
+        return self.password is not None and self.username is None
+
+    def credentials_refused(self, *, v5: bool) -> bool:
+        """Whether the credentials cannot go in a CONNECT of this MQTT version: MQTT 3.1.1
+        §3.1.2.9, the password flag needs the user name flag (MQTT 5 sends a password alone).
+        Connecting without the password instead would be anonymous, which nobody asked for."""
+        return self.password_alone and not v5
+
     def __str__(self) -> str:
         scheme = "mqtts" if self.tls else "mqtt"
         user = f"{self.username}@" if self.username else ""

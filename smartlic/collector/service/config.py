@@ -83,8 +83,7 @@ class ServiceConfig:
             )
         except BrokerUrlError as exc:
             raise ConfigError(str(exc)) from None
-        if self.mqtt_protocol != "5" and address.password is not None and address.username is None:
-            # MQTT 3.1.1 §3.1.2.9: the password flag needs the user name flag (MQTT 5 can).
+        if address.credentials_refused(v5=self.mqtt_protocol == "5"):
             raise ConfigError("with mqtt_protocol 3.1.1 a broker password needs a username")
         return address
 
