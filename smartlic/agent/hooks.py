@@ -10,17 +10,16 @@ whose hook never ran is logged.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shlex
-import signal
 import subprocess
 import time
 from collections import deque
 from typing import TYPE_CHECKING
 
 from smartlic.agent.errors import ConfigError
+from smartlic.agent.processes import kill_group
 
 if TYPE_CHECKING:
     from smartlic.agent.actions import StateChanged
@@ -57,7 +56,7 @@ class HookRunner:
             status = running.poll()
             if status is None and time.monotonic() - self._started > self.timeout:
                 log.warning("hook %s overran %g s: killed", self.argv[0], self.timeout)
-                status = _kill(running)
+                status = kill_group(running)
             if status is None:
                 return
             if status:
@@ -103,7 +102,7 @@ class HookRunner:
         if running is not None and status is None:
             name = self.argv[0]
             log.warning("hook %s still running at shutdown after %g s: killed", name, timeout)
-            _kill(running)
+            kill_group(running)
         elif status:
             # It ended between the last pump and now: said as pump would have said it.
             log.warning("hook %s exited with status %s", self.argv[0], status)
@@ -115,11 +114,3 @@ class HookRunner:
                 change.state.value,
                 change.previous.value,
             )
-
-
-def _kill(hook: subprocess.Popen[bytes]) -> int:
-    """Kill ``hook`` and every process of its group; its exit status."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(hook.pid, signal.SIGKILL)
-    hook.kill()
-    return hook.wait()

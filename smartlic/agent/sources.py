@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import selectors
 import shlex
-import signal
 import subprocess
 import time
 from typing import TYPE_CHECKING, Final
 
+from smartlic.agent.processes import kill_group
 from smartlic.agent.usage import UsageError, parse_usage_lines, parse_usage_toml
 
 if TYPE_CHECKING:
@@ -93,9 +92,7 @@ class UsageCommand:
         try:
             out, err = _output(process, name, self.timeout)
         finally:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            status = process.wait()
+            status = kill_group(process)
             for pipe in (process.stdout, process.stderr):
                 if pipe is not None:
                     pipe.close()
