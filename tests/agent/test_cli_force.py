@@ -84,13 +84,19 @@ def test_deregister_force_on_an_unclean_state_jumps_the_numbers_only_once(
     assert before.next_seq + SEQ_JUMP == next_start.snapshot().next_seq
 
 
+def _hook(tmp_path: Path, line: str) -> Path:
+    """A registered, stopped state in ``tmp_path/state``, and a hook script running ``line``."""
+    registered_state(tmp_path / "state", stopped=True)
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\n{line}\n")
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    return hook
+
+
 def test_deregister_force_runs_the_hook_for_the_state_change(tmp_path: Path) -> None:
     """The hook gets the new and previous state and the event, as the daemon runs it."""
-    registered_state(tmp_path / "state", stopped=True)
     out = tmp_path / "hook.out"
-    hook = tmp_path / "hook.sh"
-    hook.write_text(f'#!/bin/sh\necho "$@ $SMARTLIC_EVENT $SMARTLIC_UDI" > {out}\n')
-    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    hook = _hook(tmp_path, f'echo "$@ $SMARTLIC_EVENT $SMARTLIC_UDI" > {out}')
     assert 0 == force(tmp_path / "state", "--hook", str(hook))
     ran = out.read_text() if out.exists() else "(the hook did not run)"
     assert f"EVALUATION AUTHORIZED DEREGISTERED {UDI}\n" == ran
@@ -98,11 +104,8 @@ def test_deregister_force_runs_the_hook_for_the_state_change(tmp_path: Path) -> 
 
 def test_deregister_force_runs_the_hook_after_the_state_is_saved(tmp_path: Path) -> None:
     """The hook may read the new state (``status --json``): it is on disk when it runs."""
-    registered_state(tmp_path / "state", stopped=True)
     out = tmp_path / "hook.out"
-    hook = tmp_path / "hook.sh"
-    hook.write_text(f"#!/bin/sh\ncp {tmp_path / 'state' / 'state.cbor'} {out}\n")
-    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    hook = _hook(tmp_path, f"cp {tmp_path / 'state' / 'state.cbor'} {out}")
     assert 0 == force(tmp_path / "state", "--hook", str(hook))
     assert "EVALUATION" == decode_snapshot(out.read_bytes()).state.value
 

@@ -243,12 +243,20 @@ def test_csv_output_has_a_header_row(capsys: pytest.CaptureFixture[str]) -> None
     ] == list(csv.reader(io.StringIO(out)))
 
 
+def _verify_after(db: Path, capsys: pytest.CaptureFixture[str], tampering: str) -> tuple[int, str]:
+    """``audit verify``'s status and stderr once ``tampering`` (SQL) has edited the log."""
+    with sqlite3.connect(db) as conn:
+        conn.execute(tampering)
+    status, _, err = _run(capsys, "--as", OPS, "audit", "verify")
+    return status, err
+
+
 def test_a_tampered_audit_log_fails_verification_naming_the_entry(
     initialised: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with sqlite3.connect(initialised) as conn:
-        conn.execute("UPDATE audit_log SET actor = 'mallory@example.com' WHERE seq = 2")
-    status, _, err = _run(capsys, "--as", OPS, "audit", "verify")
+    status, err = _verify_after(
+        initialised, capsys, "UPDATE audit_log SET actor = 'mallory@example.com' WHERE seq = 2"
+    )
     assert (
         1,
         (
@@ -270,9 +278,7 @@ def test_an_unreadable_fixed_clock_is_bad_usage(
 def test_a_head_edited_to_no_number_fails_verification_as_tampering(
     initialised: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with sqlite3.connect(initialised) as conn:
-        conn.execute("UPDATE audit_head SET seq = 'abc'")
-    status, _, err = _run(capsys, "--as", OPS, "audit", "verify")
+    status, err = _verify_after(initialised, capsys, "UPDATE audit_head SET seq = 'abc'")
     assert (
         1,
         (
